@@ -1,0 +1,1 @@
+"""The ``rlft`` command line: local runs on an embedded Ray, Ray Jobs submission, config loading."""

@@ -1,0 +1,1 @@
+"""Reward functions and verifiers (CPU, pure Python): the plug-in API for users' own rewards."""

@@ -1,0 +1,483 @@
+"""The run configuration: one pydantic v2 tree, loaded from YAML plus dotted overrides.
+
+>>> cfg = load_config(overrides=["algo.advantage.name=rloo", "learner.lr=3e-6"])
+>>> cfg.algo.advantage.name, cfg.learner.lr
+('rloo', 3e-06)
+>>> load_config(overrides=["algo.loss.params.clip_hgih=0.28"])
+Traceback (most recent call last):
+...
+rlft.config.ConfigError: invalid config:
+  algo.loss.params: unknown parameter 'clip_hgih' for policy loss 'ppo_clip' (did you mean 'clip_high'?); valid parameters: clip_high, clip_low, dual_clip
+
+Every model forbids unknown keys and is frozen: a resolved config is never mutated; derive a new one
+with ``apply_overrides`` or ``model_copy(update=...)``. Each field's docstring is its description (shown
+by ``rlft check`` and in ``RunConfig.model_json_schema()``).
+"""
+
+from __future__ import annotations
+
+import copy
+import types
+import typing
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import pydantic
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
+from rlft.algorithms import ADVANTAGES, KL_ESTIMATORS, POLICY_LOSSES, AggregationMode, Registry
+from rlft.algorithms.registry import closest
+from rlft.plugins import import_plugin
+
+
+class ConfigError(ValueError):
+    """A config that failed validation; the message names every bad field by its dotted path."""
+
+
+class Section(BaseModel):
+    """Base of every config model: unknown keys fail, values are validated, instances are frozen."""
+
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, validate_default=True, use_attribute_docstrings=True
+    )
+
+
+Positive = Annotated[float, Field(gt=0)]
+NonNegative = Annotated[float, Field(ge=0)]
+
+
+class _AlgoChoice(Section):
+    """A registered function chosen by name, with hyperparameters checked against its signature."""
+
+    _registry: typing.ClassVar[Registry]
+
+    name: str
+    """Registered name of the function."""
+    params: dict[str, Any] = {}
+    """Keyword hyperparameters of the function; unset ones keep the function's defaults."""
+
+    @field_validator("name")
+    @classmethod
+    def _known_name(cls, name: str) -> str:
+        cls._registry.get(name)  # raises with the valid names
+        return name
+
+    @field_validator("params")
+    @classmethod
+    def _known_params(cls, params: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        name = info.data.get("name")
+        if name is None:  # the name itself failed; that error is reported
+            return params
+        return cls._registry.validate_params(name, params)
+
+
+class AdvantageChoice(_AlgoChoice):
+    _registry = ADVANTAGES
+    name: str = "grpo"
+    """Advantage estimator from ``rlft.algorithms.ADVANTAGES`` (grpo, dr_grpo, rloo, reinforce_pp_baseline, or a plugin's)."""
+
+
+class PolicyLossChoice(_AlgoChoice):
+    _registry = POLICY_LOSSES
+    name: str = "ppo_clip"
+    """Policy loss from ``rlft.algorithms.POLICY_LOSSES`` (ppo_clip, gspo, cispo, topr, reinforce, or a plugin's)."""
+
+
+class KLConfig(Section):
+    estimator: str = "k3"
+    """KL estimator from ``rlft.algorithms.KL_ESTIMATORS``: k1, k2 or k3."""
+    coef: NonNegative = 0.0
+    """Weight beta of the KL term; 0 disables it and no reference model is loaded."""
+    placement: Literal["loss", "reward"] = "loss"
+    """``loss``: add beta * KL to the policy loss (GRPO); ``reward``: subtract it from token rewards (PPO)."""
+
+    @field_validator("estimator")
+    @classmethod
+    def _known(cls, name: str) -> str:
+        KL_ESTIMATORS.get(name)
+        return name
+
+
+class ModelConfig(Section):
+    path: str = "builtin:tiny"
+    """Hugging Face model id or local directory; ``builtin:tiny`` is rlft's tiny character-level model."""
+    tokenizer: str | None = None
+    """Tokenizer id or directory; None uses the model's."""
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    """Parameter dtype of the learner and of the rollout engines."""
+    trust_remote_code: bool = False
+    """Allow model code shipped with the checkpoint (needed by some hub models)."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass to save memory."""
+
+
+class DataConfig(Section):
+    train_path: str = "builtin:arithmetic"
+    """Training prompts: a .jsonl/.parquet file, a ``datasets`` directory saved to disk, or ``builtin:<task>``."""
+    eval_path: str | None = None
+    """Held-out prompts for evaluation (same formats); None uses the built-in task's held-out split."""
+    prompt_field: str = "prompt"
+    """Column holding the prompt text."""
+    answer_field: str | None = "answer"
+    """Column holding the reference answer passed to the rewards; None when the rewards need none."""
+    metadata_fields: list[str] = []
+    """Further columns passed to rewards and the curriculum (e.g. category, difficulty, tests)."""
+    chat_template: Literal["auto", "on", "off"] = "auto"
+    """Apply the tokenizer's chat template: ``auto`` when the tokenizer has one."""
+    system_prompt: str | None = None
+    """System message prepended when a chat template is applied."""
+    max_prompt_tokens: Annotated[int, Field(ge=1)] | None = None
+    """Prompts longer than this after templating are handled by ``too_long``; None: the model's context."""
+    too_long: Literal["skip", "error"] = "error"
+    """What to do with a prompt over ``max_prompt_tokens``: drop it (counted and reported) or fail."""
+
+
+class RolloutConfig(Section):
+    num_workers: Annotated[int, Field(ge=1)] = 1
+    """Number of rollout workers, one vLLM engine each."""
+    prompts_per_step: Annotated[int, Field(ge=1)] = 8
+    """Prompts sampled per training step; the batch holds prompts_per_step * group_size completions."""
+    group_size: Annotated[int, Field(ge=1)] = 8
+    """Completions generated per prompt (G); group-relative estimators need at least 2."""
+    temperature: NonNegative = 1.0
+    """Sampling temperature; 0 is greedy."""
+    top_p: Annotated[float, Field(gt=0, le=1)] = 1.0
+    """Nucleus sampling mass."""
+    top_k: int = -1
+    """Sample from the k most likely tokens; -1 disables."""
+    max_new_tokens: Annotated[int, Field(ge=1)] = 128
+    """Maximum completion length in tokens."""
+    stop: list[str] = []
+    """Strings that end a completion."""
+    seed: int | None = None
+    """Sampling seed; None derives it from the run's seed."""
+    tensor_parallel_size: Annotated[int, Field(ge=1)] = 1
+    """GPUs per engine (tensor parallelism); 1 on CPU."""
+    engine_kwargs: dict[str, Any] = {}
+    """Extra keyword arguments for the vLLM engine, over rlft's defaults."""
+
+    @field_validator("top_k")
+    @classmethod
+    def _top_k(cls, k: int) -> int:
+        if k != -1 and k < 1:
+            raise ValueError(f"top_k must be -1 (off) or >= 1, got {k}")
+        return k
+
+
+class RewardFunctionConfig(Section):
+    name: str | None = None
+    """A registered reward's name (e.g. ``exact_match``)."""
+    path: str | None = None
+    """Or a user function: ``module.sub:function`` or ``./file.py:function``."""
+    weight: float = 1.0
+    """Weight of this reward in the weighted sum."""
+    params: dict[str, Any] = {}
+    """Keyword arguments passed to the reward function."""
+
+    @model_validator(mode="after")
+    def _one_source(self) -> RewardFunctionConfig:
+        if (self.name is None) == (self.path is None):
+            raise ValueError("give exactly one of 'name' or 'path' for a reward function")
+        return self
+
+
+class RewardConfig(Section):
+    functions: list[RewardFunctionConfig] = []
+    """Reward functions, summed by weight; empty uses the built-in task's own verifier."""
+    num_workers: Annotated[int, Field(ge=1)] = 1
+    """Number of reward workers."""
+    timeout_s: Positive = 10.0
+    """Per-sample time limit; a reward that exceeds it marks the sample failed (not a score of 0)."""
+
+
+class AlgoConfig(Section):
+    advantage: AdvantageChoice = AdvantageChoice()
+    """How outcome rewards become advantages."""
+    loss: PolicyLossChoice = PolicyLossChoice()
+    """The per-token policy loss."""
+    aggregation: AggregationMode = "token-mean"
+    """Reduction of the per-token loss: token-mean, seq-mean-token-mean or seq-mean-token-sum-norm."""
+    kl: KLConfig = KLConfig()
+    """KL regularisation towards the frozen reference model."""
+    tis_cap: Positive | None = None
+    """Truncated importance sampling cap C against the rollout engine's logprobs; None disables."""
+    filter_zero_variance: bool = False
+    """Drop groups whose rewards are all equal (they carry no advantage) before the learner step."""
+
+
+class LearnerConfig(Section):
+    num_ranks: Annotated[int, Field(ge=1)] = 1
+    """Data-parallel learner ranks (one torch.distributed process each)."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Device of the learner; ``auto`` takes CUDA when Ray gives the rank a GPU."""
+    lr: Positive = 1e-6
+    """Peak learning rate of AdamW."""
+    weight_decay: NonNegative = 0.0
+    """AdamW weight decay."""
+    betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = (0.9, 0.999)
+    """AdamW betas."""
+    adam_eps: Positive = 1e-8
+    """AdamW epsilon."""
+    lr_schedule: Literal["constant", "linear", "cosine"] = "constant"
+    """Decay after warm-up (to 0 at the last step for linear and cosine)."""
+    warmup_steps: Annotated[int, Field(ge=0)] = 0
+    """Steps of linear warm-up from 0 to ``lr``."""
+    max_grad_norm: Positive | None = 1.0
+    """Clip the global gradient norm to this value; None disables clipping."""
+    micro_batch_size: Annotated[int, Field(ge=1)] = 8
+    """Sequences per forward/backward pass on one rank (gradient accumulation above it)."""
+    ppo_epochs: Annotated[int, Field(ge=1)] = 1
+    """Passes over each rollout batch."""
+    mini_batches: Annotated[int, Field(ge=1)] = 1
+    """Optimizer steps per epoch (the batch is split into this many mini-batches)."""
+
+
+class CurriculumConfig(Section):
+    name: Literal["uniform"] = "uniform"
+    """Prompt sampler: ``uniform`` draws without replacement, reshuffled every epoch."""
+    params: dict[str, Any] = {}
+    """Sampler hyperparameters."""
+
+
+LoggerName = Literal["console", "jsonl", "tensorboard", "wandb"]
+
+
+class LoggingConfig(Section):
+    backends: list[LoggerName] = ["console", "jsonl"]
+    """Metric sinks: console, jsonl (always written), tensorboard, wandb."""
+    run_root: str = "runs"
+    """Directory under which each run gets ``<name>-<timestamp>/``."""
+    log_every: Annotated[int, Field(ge=1)] = 1
+    """Log metrics every this many steps."""
+
+
+class ClusterConfig(Section):
+    address: str | None = None
+    """Ray address to join (``auto``, ``ray://host:10001``); None starts an embedded local Ray unless RAY_ADDRESS is set."""
+    num_cpus: Annotated[int, Field(ge=1)] | None = None
+    """CPUs the embedded Ray advertises; None: Ray's default (the machine's cores)."""
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
+    """Ray placement-group strategy for each role's workers."""
+    rollout_gpus_per_worker: NonNegative = 0.0
+    """GPUs reserved for each rollout worker (times tensor_parallel_size engines' GPUs on a cluster)."""
+    rollout_cpus_per_worker: NonNegative = 1.0
+    """CPUs reserved for each rollout worker."""
+    learner_gpus_per_rank: NonNegative = 0.0
+    """GPUs reserved for each learner rank."""
+    learner_cpus_per_rank: NonNegative = 1.0
+    """CPUs reserved for each learner rank."""
+    reward_cpus_per_worker: NonNegative = 1.0
+    """CPUs reserved for each reward worker."""
+
+
+class CheckpointConfig(Section):
+    every: Annotated[int, Field(ge=0)] = 0
+    """Save every this many steps (and at the end of the run); 0 saves at the end only."""
+    keep_last: Annotated[int, Field(ge=1)] | None = 2
+    """Keep this many most recent checkpoints; None keeps all."""
+    weights_only: bool = False
+    """Save the model only (no optimizer, sampler or RNG state: such a checkpoint cannot resume exactly)."""
+    resume: str = "never"
+    """``never``, ``auto`` (latest complete checkpoint of the run directory), or a run/checkpoint path."""
+    on_interrupt: bool = True
+    """Write a checkpoint when the run is interrupted (Ctrl-C / SIGTERM)."""
+
+
+class RunConfig(Section):
+    """The whole run. Each actor receives only its own section."""
+
+    name: str = "rlft"
+    """Run name, used for the run directory and the loggers."""
+    seed: int = 0
+    """Global seed for Python, NumPy, torch, data order and sampling."""
+    plugins: list[str] = []
+    """Modules or .py files to import first; they may register advantages, losses and more."""
+    model: ModelConfig = ModelConfig()
+    """The policy model."""
+    data: DataConfig = DataConfig()
+    """Prompt datasets."""
+    rollout: RolloutConfig = RolloutConfig()
+    """Generation by the rollout workers."""
+    reward: RewardConfig = RewardConfig()
+    """Reward functions and reward workers."""
+    algo: AlgoConfig = AlgoConfig()
+    """Advantage estimator, policy loss, aggregation, KL."""
+    learner: LearnerConfig = LearnerConfig()
+    """Optimisation on the learner group."""
+    curriculum: CurriculumConfig = CurriculumConfig()
+    """Prompt sampling."""
+    logging: LoggingConfig = LoggingConfig()
+    """Metrics, dashboards and the run directory."""
+    cluster: ClusterConfig = ClusterConfig()
+    """Ray cluster and per-role resources."""
+    checkpoint: CheckpointConfig = CheckpointConfig()
+    """Checkpointing and resume."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _import_plugins(cls, data: Any, info: ValidationInfo) -> Any:
+        if isinstance(data, dict):
+            base_dir = (info.context or {}).get("base_dir")
+            for spec in data.get("plugins") or []:
+                import_plugin(str(spec), base_dir)
+        return data
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RunConfig:
+        estimator = self.algo.advantage.name
+        if ADVANTAGES.meta(estimator).get("needs_groups") and self.rollout.group_size < 2:
+            raise ValueError(
+                f"rollout.group_size must be >= 2 for the group-relative estimator '{estimator}', "
+                f"got {self.rollout.group_size}"
+            )
+        batch = self.rollout.prompts_per_step * self.rollout.group_size
+        needed = self.learner.mini_batches * self.learner.num_ranks
+        if batch < needed:
+            raise ValueError(
+                f"a step's batch of {batch} completions (rollout.prompts_per_step x group_size) cannot "
+                f"fill learner.mini_batches x num_ranks = {needed} shards"
+            )
+        return self
+
+
+# --------------------------------------------------------------------------------------------------
+# Loading, overrides, dumping
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"algo.loss.params.clip_high=0.28"`` -> ``(["algo", "loss", "params", "clip_high"], 0.28)``.
+
+    The value is read as YAML, so ``true``, ``null``, ``[a, b]`` and ``{k: v}`` work.
+    """
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override '{text}' must look like dotted.key=value")
+    path = key.strip().split(".")
+    if any(not part for part in path):
+        raise ConfigError(f"override '{text}' has an empty key segment")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"override '{text}': value is not valid YAML ({err})") from None
+    return path, value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """A copy of the raw config ``data`` with dotted ``key=value`` overrides set (validated later)."""
+    data = copy.deepcopy(data)
+    for text in overrides:
+        path, value = parse_override(text)
+        node: Any = data
+        for i, part in enumerate(path[:-1]):
+            where = ".".join(path[: i + 1])
+            if isinstance(node, list):
+                node = node[_list_index(part, node, where)]
+            elif isinstance(node, dict):
+                if node.get(part) is None:
+                    node[part] = {}
+                node = node[part]
+            else:
+                raise ConfigError(f"override '{text}': '{'.'.join(path[:i])}' is not a section")
+            if not isinstance(node, (dict, list)):
+                raise ConfigError(f"override '{text}': '{where}' is a value, not a section")
+        last = path[-1]
+        if isinstance(node, list):
+            node[_list_index(last, node, text)] = value
+        else:
+            node[last] = value
+    return data
+
+
+def _list_index(part: str, node: list[Any], where: str) -> int:
+    if not part.isdigit() or int(part) >= len(node):
+        raise ConfigError(f"'{where}': '{part}' is not an index of a list of {len(node)} items")
+    return int(part)
+
+
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()
+) -> RunConfig:
+    """Read a YAML file (or the defaults when ``path`` is None), apply overrides, validate.
+
+    Raises ``ConfigError`` naming each bad field by its dotted path, with the closest valid key.
+    """
+    data: dict[str, Any] = {}
+    base_dir = None
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML ({err})") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping, got {type(loaded).__name__}")
+        data = loaded or {}
+        base_dir = path.parent
+    return validate_config(apply_overrides(data, list(overrides)), base_dir=base_dir)
+
+
+def validate_config(data: dict[str, Any], base_dir: str | Path | None = None) -> RunConfig:
+    """Validate a raw mapping into a ``RunConfig``; plugin paths resolve against ``base_dir``."""
+    try:
+        return RunConfig.model_validate(data, context={"base_dir": base_dir})
+    except pydantic.ValidationError as err:
+        raise ConfigError(format_errors(err)) from None
+
+
+def format_errors(err: pydantic.ValidationError) -> str:
+    """One line per error: ``dotted.path: message`` (with the closest valid key for unknown keys)."""
+    lines = []
+    for e in err.errors():
+        loc = [str(p) for p in e["loc"]]
+        where = ".".join(loc)
+        if e["type"] == "extra_forbidden":
+            valid = _valid_keys(e["loc"][:-1])
+            hint = closest(loc[-1], valid)
+            did = f" (did you mean '{hint}'?)" if hint else ""
+            msg = f"unknown key{did}; valid keys: {', '.join(valid)}"
+        else:
+            msg = e["msg"].removeprefix("Value error, ")
+            if e["type"] not in ("value_error", "assertion_error", "missing"):
+                msg += f" (got {e['input']!r})"
+        lines.append(f"  {where}: {msg}" if loc else f"  {msg}")
+    return "invalid config:\n" + "\n".join(lines)
+
+
+def _valid_keys(loc: tuple[Any, ...]) -> list[str]:
+    """Field names of the model found at ``loc`` inside ``RunConfig``."""
+    model: Any = RunConfig
+    for part in loc:
+        if isinstance(part, int):
+            continue  # list index: the element type was taken when entering the list
+        model = _unwrap(model.model_fields[part].annotation)
+    return sorted(model.model_fields) if _is_model(model) else []
+
+
+def _unwrap(annotation: Any) -> Any:
+    """The model type inside ``X | None`` or ``list[X]``, else the annotation itself."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType, list):
+        for arg in typing.get_args(annotation):
+            if _is_model(arg):
+                return arg
+    return annotation
+
+
+def _is_model(x: Any) -> bool:
+    return isinstance(x, type) and issubclass(x, BaseModel)
+
+
+def dump_config(cfg: RunConfig) -> str:
+    """The resolved config as YAML; ``load_config`` of it gives an equal object."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+
+
+def save_config(cfg: RunConfig, path: str | Path) -> Path:
+    """Write the resolved config to ``path`` (the run directory's ``config.yaml``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(dump_config(cfg))
+    return path
