@@ -12,7 +12,6 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import rlft.algorithms as A
 from rlft.config import (
     ConfigError,
     RunConfig,
@@ -23,17 +22,6 @@ from rlft.config import (
     save_config,
     validate_config,
 )
-
-
-@pytest.fixture(autouse=True)
-def _restore_registries():
-    """Plugins register into the global registries: remove what a test added."""
-    registries = (A.ADVANTAGES, A.POLICY_LOSSES, A.KL_ESTIMATORS)
-    before = [set(r.names()) for r in registries]
-    yield
-    for reg, names in zip(registries, before):
-        for name in set(reg.names()) - names:
-            reg.unregister(name)
 
 
 def _models(model: type[pydantic.BaseModel], seen: set | None = None):
