@@ -41,16 +41,11 @@ def test_vllm_is_importable_in_a_fresh_process():
     assert out.stdout.strip()
 
 
-def test_local_ray_runs_a_task():
-    import ray
+def test_local_ray_runs_a_task(ray_session):
+    ray = ray_session
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
+    @ray.remote
+    def square(x: int) -> int:
+        return x * x
 
-        @ray.remote
-        def square(x: int) -> int:
-            return x * x
-
-        assert ray.get([square.remote(i) for i in range(4)]) == [0, 1, 4, 9]
-    finally:
-        ray.shutdown()
+    assert ray.get([square.remote(i) for i in range(4)]) == [0, 1, 4, 9]

@@ -1,0 +1,158 @@
+"""Small frozen records that cross actor boundaries.
+
+They hold plain Python lists (no tensors), so Ray serialises them cheaply and they read the same in
+every process. The learner turns a ``TrainBatch`` into padded tensors itself (``collate``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+
+FinishReason = Literal["stop", "length"]
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """One prompt to generate from, already tokenised."""
+
+    prompt_id: str  # stable id (dataset row), logged and used by the curriculum
+    token_ids: list[int]
+    text: str = ""
+    metadata: dict[str, Any] = field(default_factory=dict)  # answer, category, ... for rewards
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    """What a rollout worker needs to sample a group; built from ``RolloutConfig``."""
+
+    n: int = 1  # completions per prompt (the group size)
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = -1
+    max_new_tokens: int = 128
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """One sampled completion with everything the learner and the rewards need."""
+
+    prompt_id: str
+    group_id: int  # completions of one prompt in one step share it
+    prompt_ids: list[int]
+    completion_ids: list[int]
+    rollout_logprobs: list[float]  # log-probability of each sampled token under the sampling distribution
+    finish_reason: FinishReason
+    policy_version: int  # version of the weights the engine served when it sampled this
+    prompt: str = ""
+    completion: str = ""
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if len(self.rollout_logprobs) != len(self.completion_ids):
+            raise ValueError(
+                f"{len(self.rollout_logprobs)} logprobs for {len(self.completion_ids)} completion tokens"
+            )
+
+
+@dataclass(frozen=True)
+class TrainSample:
+    """One sequence for the learner: prompt + completion tokens and the completion's advantages."""
+
+    prompt_ids: list[int]
+    completion_ids: list[int]
+    advantages: list[float]  # one per completion token (an outcome advantage repeated)
+    rollout_logprobs: list[float] | None = None
+    loss_mask: list[int] | None = None  # 1 = the token counts; None: every completion token counts
+
+    def __post_init__(self) -> None:
+        n = len(self.completion_ids)
+        for name in ("advantages", "rollout_logprobs", "loss_mask"):
+            value = getattr(self, name)
+            if value is not None and len(value) != n:
+                raise ValueError(f"{name} has {len(value)} entries for {n} completion tokens")
+
+    @staticmethod
+    def from_rollout(rollout: Rollout, advantage: float) -> TrainSample:
+        return TrainSample(
+            prompt_ids=list(rollout.prompt_ids),
+            completion_ids=list(rollout.completion_ids),
+            advantages=[float(advantage)] * len(rollout.completion_ids),
+            rollout_logprobs=list(rollout.rollout_logprobs),
+        )
+
+
+@dataclass(frozen=True)
+class TrainBatch:
+    """The samples of one learner step (before splitting across ranks and micro-batches)."""
+
+    samples: list[TrainSample]
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def num_tokens(self) -> int:
+        """Completion tokens that count in the loss (the ``token-mean`` denominator)."""
+        return sum(
+            len(s.completion_ids) if s.loss_mask is None else sum(s.loss_mask) for s in self.samples
+        )
+
+    def shard(self, rank: int, world_size: int) -> TrainBatch:
+        """The contiguous slice of samples for ``rank``; shards differ in size by at most one."""
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not in [0, {world_size})")
+        n = len(self.samples)
+        start = rank * n // world_size
+        end = (rank + 1) * n // world_size
+        return TrainBatch(self.samples[start:end])
+
+
+@dataclass(frozen=True)
+class Collated:
+    """Right-padded tensors for a forward pass over prompt + completion.
+
+    Completion tensors are aligned with ``input_ids[:, 1:]`` (the next-token targets): position ``t``
+    of ``mask``/``advantages``/``rollout_logprobs`` scores the token ``input_ids[:, t + 1]``.
+    """
+
+    input_ids: torch.Tensor  # [B, L] long
+    attention_mask: torch.Tensor  # [B, L] long
+    mask: torch.Tensor  # [B, L-1] float, 1 on completion tokens that count
+    advantages: torch.Tensor  # [B, L-1] float
+    rollout_logprobs: torch.Tensor | None  # [B, L-1] float
+
+
+def collate(samples: list[TrainSample], pad_id: int = 0) -> Collated:
+    """Pad ``samples`` to one length. Example::
+
+        >>> c = collate([TrainSample([5, 6], [7], [1.0]), TrainSample([5], [8, 9], [2.0, 2.0])])
+        >>> c.input_ids.tolist(), c.mask.tolist()
+        ([[5, 6, 7], [5, 8, 9]], [[0.0, 1.0], [1.0, 1.0]])
+    """
+    if not samples:
+        raise ValueError("cannot collate an empty list of samples")
+    length = max(len(s.prompt_ids) + len(s.completion_ids) for s in samples)
+    b = len(samples)
+    input_ids = torch.full((b, length), pad_id, dtype=torch.long)
+    attention = torch.zeros((b, length), dtype=torch.long)
+    mask = torch.zeros((b, length - 1))
+    adv = torch.zeros((b, length - 1))
+    have_lp = all(s.rollout_logprobs is not None for s in samples)
+    lp = torch.zeros((b, length - 1)) if have_lp else None
+    for i, s in enumerate(samples):
+        p, c = len(s.prompt_ids), len(s.completion_ids)
+        if p == 0:
+            raise ValueError(f"sample {i} has an empty prompt: the first completion token needs a context")
+        input_ids[i, : p + c] = torch.tensor(s.prompt_ids + s.completion_ids, dtype=torch.long)
+        attention[i, : p + c] = 1
+        # completion token k sits at input position p + k and is predicted at position p + k - 1
+        sl = slice(p - 1, p - 1 + c)
+        mask[i, sl] = torch.tensor(s.loss_mask if s.loss_mask is not None else [1] * c, dtype=torch.float)
+        adv[i, sl] = torch.tensor(s.advantages, dtype=torch.float)
+        if lp is not None:
+            lp[i, sl] = torch.tensor(s.rollout_logprobs, dtype=torch.float)
+    return Collated(input_ids, attention, mask, adv, lp)
