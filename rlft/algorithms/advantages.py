@@ -30,6 +30,11 @@ def _group_index(group_ids: Tensor) -> tuple[Tensor, int]:
     return index, int(index.max().item()) + 1 if index.numel() else 0
 
 
+def _out_dtype(rewards: Tensor) -> torch.dtype:
+    """Advantages keep a float reward dtype; integer or bool rewards give the default float dtype."""
+    return rewards.dtype if rewards.is_floating_point() else torch.get_default_dtype()
+
+
 def _check(rewards: Tensor, group_ids: Tensor) -> None:
     if rewards.dim() != 1 or rewards.shape != group_ids.shape:
         raise ValueError(
@@ -47,13 +52,14 @@ def group_stats(rewards: Tensor, group_ids: Tensor) -> dict[str, Tensor]:
     _check(rewards, group_ids)
     index, n = _group_index(group_ids)
     r = rewards.to(torch.float64)  # exact group sums for the small B of a step
-    count = torch.zeros(n, dtype=torch.float64).index_add_(0, index, torch.ones_like(r))
-    total = torch.zeros(n, dtype=torch.float64).index_add_(0, index, r)
+    zeros = r.new_zeros(n)  # [n_groups], on the rewards' device
+    count = zeros.index_add(0, index, torch.ones_like(r))
+    total = zeros.index_add(0, index, r)
     mean = total / count
-    sq = torch.zeros(n, dtype=torch.float64).index_add_(0, index, (r - mean[index]) ** 2)
+    sq = zeros.index_add(0, index, (r - mean[index]) ** 2)
     std = torch.sqrt(sq / (count - 1).clamp(min=1))
-    rmax = torch.full((n,), -torch.inf, dtype=torch.float64).scatter_reduce(0, index, r, "amax")
-    rmin = torch.full((n,), torch.inf, dtype=torch.float64).scatter_reduce(0, index, r, "amin")
+    rmax = r.new_full((n,), -torch.inf).scatter_reduce(0, index, r, "amax")
+    rmin = r.new_full((n,), torch.inf).scatter_reduce(0, index, r, "amin")
     return {
         "count": count[index],
         "sum": total[index],
@@ -83,7 +89,7 @@ def grpo(
     adv = rewards.to(torch.float64) - s["mean"]
     if scale_by_std:
         adv = adv / (s["std"] + eps)
-    return torch.where(s["constant"], 0.0, adv).to(rewards.dtype)
+    return torch.where(s["constant"], 0.0, adv).to(_out_dtype(rewards))
 
 
 @ADVANTAGES.register("dr_grpo", needs_groups=True)
@@ -108,7 +114,7 @@ def rloo(rewards: Tensor, group_ids: Tensor) -> Tensor:  # [B], [B] -> [B]
     s = group_stats(rewards, group_ids)
     r = rewards.to(torch.float64)
     others = (s["sum"] - r) / (s["count"] - 1).clamp(min=1)
-    return torch.where(s["constant"], 0.0, r - others).to(rewards.dtype)
+    return torch.where(s["constant"], 0.0, r - others).to(_out_dtype(rewards))
 
 
 @ADVANTAGES.register("reinforce_pp_baseline", needs_groups=True)
@@ -127,7 +133,7 @@ def reinforce_pp_baseline(
     s = group_stats(rewards, group_ids)
     centred = torch.where(s["constant"], 0.0, rewards.to(torch.float64) - s["mean"])
     scale = centred.std() if centred.numel() > 1 else centred.new_zeros(())
-    return (centred / (scale + eps)).to(rewards.dtype)
+    return (centred / (scale + eps)).to(_out_dtype(rewards))
 
 
 def gae(

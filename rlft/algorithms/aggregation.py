@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from typing import Literal, get_args
 
+import torch
 from torch import Tensor
 
 AggregationMode = Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"]
@@ -50,11 +51,10 @@ def aggregate(
     m = mask.to(per_token.dtype)
     masked = per_token * m  # [B, T]
     if mode == "token-mean":
-        denom = m.sum().clamp(min=1) if global_tokens is None else global_tokens
-        return masked.sum() / denom
+        return masked.sum() / _count(m.sum(), global_tokens)
     tokens_per_seq = m.sum(-1)  # [B]
     has_tokens = (tokens_per_seq > 0).to(per_token.dtype)  # [B]
-    n_seqs = has_tokens.sum().clamp(min=1) if global_seqs is None else global_seqs
+    n_seqs = _count(has_tokens.sum(), global_seqs)
     if mode == "seq-mean-token-mean":
         seq_loss = masked.sum(-1) / tokens_per_seq.clamp(min=1)  # [B]
     elif mode == "seq-mean-token-sum-norm":
@@ -65,3 +65,10 @@ def aggregate(
     else:
         raise ValueError(f"unknown aggregation mode '{mode}'; valid modes: {', '.join(AGGREGATION_MODES)}")
     return (seq_loss * has_tokens).sum() / n_seqs
+
+
+def _count(local: Tensor, global_count: int | float | Tensor | None) -> Tensor:
+    """The denominator: the global count when given, else the local one; at least 1, so a step
+    whose tokens are all masked (e.g. every reward failed) gives a loss of 0, not NaN."""
+    count = local if global_count is None else torch.as_tensor(global_count, dtype=local.dtype, device=local.device)
+    return count.clamp(min=1)

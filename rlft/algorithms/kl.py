@@ -51,4 +51,5 @@ def k2(logprobs: Tensor, ref_logprobs: Tensor) -> Tensor:
 def k3(logprobs: Tensor, ref_logprobs: Tensor) -> Tensor:
     """``pi_ref/pi - 1 - log(pi_ref/pi)``, written with ``log_ratio = log pi - log pi_ref``. [B, T]"""
     log_ratio = _log_ratio(logprobs, ref_logprobs)
-    return torch.exp(-log_ratio) - 1.0 + log_ratio
+    # expm1: exp(-x) - 1 cancels catastrophically in float32 for small x (wrong sign at x = 1e-4).
+    return torch.expm1(-log_ratio) + log_ratio

@@ -1,0 +1,235 @@
+"""Pure torch helpers of the learner: token log-probabilities, entropy, the LR schedule, batch
+splitting and the loss of one micro-batch.
+
+Nothing here knows about Ray, vLLM, processes or configs: the learner actor (``actors/learner.py``)
+gathers the global counts across ranks and passes them in as numbers.
+
+Alignment follows ``rlft.types.collate``: for ``input_ids [B, L]`` every per-token tensor is
+``[B, L-1]`` and position ``t`` scores the token ``input_ids[:, t + 1]`` (predicted from the logits
+at position ``t``).
+
+>>> import torch
+>>> logits = torch.zeros(1, 3, 4)                     # a uniform model over 4 tokens
+>>> token_logprobs(logits, torch.tensor([[0, 1, 2]]))  # log(1/4) for each next token
+tensor([[-1.3863, -1.3863]])
+>>> token_entropy(logits, 1.0)                        # log(4)
+tensor([[1.3863, 1.3863]])
+>>> [round(lr_factor(s, warmup_steps=2, total_steps=6, schedule="linear"), 2) for s in range(7)]
+[0.5, 1.0, 1.0, 0.75, 0.5, 0.25, 0.0]
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+from rlft.algorithms import KL_ESTIMATORS, PolicyLossInputs, aggregate, compute_policy_loss
+
+Schedule = Literal["constant", "linear", "cosine"]
+
+
+def _check_temperature(temperature: float) -> None:
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+
+
+def token_logprobs(logits: Tensor, input_ids: Tensor, temperature: float = 1.0) -> Tensor:
+    """Log-probability of each next token under ``softmax(logits / temperature)``. [B, L-1]
+
+    ``logits [B, L, V]`` are a causal LM's outputs for ``input_ids [B, L]``. Computed one sequence
+    at a time as ``gather - logsumexp`` in float32: the peak extra memory is one ``[L, V]`` float32
+    row instead of a full ``[B, L, V]`` log-softmax (the vocabulary dominates activations of LLMs),
+    and bf16 logits are not summed in bf16.
+
+    >>> logits = torch.tensor([[[0.0, 0.0], [2.0, 0.0], [9.0, 9.0]]])
+    >>> token_logprobs(logits, torch.tensor([[1, 0, 1]]))   # p(0 | pos 0) = 1/2, p(1 | pos 1) = 1/(1+e^2)
+    tensor([[-0.6931, -2.1269]])
+    >>> token_logprobs(logits, torch.tensor([[1, 0, 1]]), temperature=2.0)[0, 1]  # 1/(1+e^1)
+    tensor(-1.3133)
+    """
+    _check_temperature(temperature)
+    if logits.dim() != 3 or input_ids.shape != logits.shape[:2]:
+        raise ValueError(
+            f"expected logits [B, L, V] and input_ids [B, L], got {tuple(logits.shape)} "
+            f"and {tuple(input_ids.shape)}"
+        )
+    targets = input_ids[:, 1:]  # [B, L-1]
+    rows = []
+    for row_logits, row_targets in zip(logits[:, :-1], targets):  # [L-1, V], [L-1]
+        z = row_logits.float()
+        if temperature != 1.0:
+            z = z / temperature
+        picked = z.gather(-1, row_targets.unsqueeze(-1)).squeeze(-1)  # [L-1]
+        rows.append(picked - torch.logsumexp(z, dim=-1))
+    if not rows:
+        return logits.new_zeros((0, targets.shape[1]), dtype=torch.float32)
+    return torch.stack(rows)
+
+
+def token_entropy(logits: Tensor, temperature: float = 1.0) -> Tensor:
+    """Entropy of each next-token distribution ``softmax(logits / temperature)``, aligned like
+    ``token_logprobs`` (position ``t`` is the distribution that picks token ``t + 1``). [B, L-1]
+
+    ``H = logsumexp(z) - sum(softmax(z) * z)``, one sequence at a time in float32.
+
+    >>> token_entropy(torch.tensor([[[0.0, 0.0], [50.0, 0.0], [0.0, 0.0]]]))  # fair coin, certain
+    tensor([[0.6931, 0.0000]])
+    """
+    _check_temperature(temperature)
+    if logits.dim() != 3:
+        raise ValueError(f"expected logits [B, L, V], got {tuple(logits.shape)}")
+    rows = []
+    for row_logits in logits[:, :-1]:  # [L-1, V]
+        z = row_logits.float()
+        if temperature != 1.0:
+            z = z / temperature
+        p = torch.softmax(z, dim=-1)
+        rows.append(torch.logsumexp(z, dim=-1) - (p * z).sum(-1))
+    if not rows:
+        return logits.new_zeros((0, logits.shape[1] - 1), dtype=torch.float32)
+    return torch.stack(rows)
+
+
+def lr_factor(step: int, *, warmup_steps: int, total_steps: int, schedule: Schedule) -> float:
+    """Multiplier of the peak learning rate at training step ``step`` (counted from 0).
+
+    Linear warm-up over the first ``warmup_steps`` steps, ``(step + 1) / warmup_steps``, so the first
+    step already learns (a factor of 0 would waste it); then ``constant`` stays at 1, ``linear`` and
+    ``cosine`` decay to 0 at ``step == total_steps`` (one past the last step) and stay there.
+
+    >>> lr_factor(0, warmup_steps=4, total_steps=10, schedule="constant")
+    0.25
+    >>> lr_factor(7, warmup_steps=0, total_steps=10, schedule="constant")
+    1.0
+    >>> lr_factor(5, warmup_steps=0, total_steps=10, schedule="cosine")
+    0.5
+    """
+    if step < 0 or warmup_steps < 0 or total_steps < 1:
+        raise ValueError(
+            f"need step >= 0, warmup_steps >= 0, total_steps >= 1; got {step}, {warmup_steps}, {total_steps}"
+        )
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if schedule == "constant":
+        return 1.0
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    if schedule == "linear":
+        return 1.0 - progress
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+    raise ValueError(f"unknown lr schedule '{schedule}'; valid: constant, linear, cosine")
+
+
+def split_evenly(n: int, parts: int) -> list[range]:
+    """``parts`` contiguous index ranges covering ``range(n)``, sizes differing by at most one (the
+    same rule as ``TrainBatch.shard``). Some ranges are empty when ``n < parts``.
+
+    >>> [list(r) for r in split_evenly(5, 2)]
+    [[0, 1], [2, 3, 4]]
+    """
+    if parts < 1:
+        raise ValueError(f"parts must be >= 1, got {parts}")
+    return [range(i * n // parts, (i + 1) * n // parts) for i in range(parts)]
+
+
+def chunks(indices: range | list[int], size: int) -> list[list[int]]:
+    """Consecutive chunks of at most ``size`` items (the micro-batches of a mini-batch).
+
+    >>> chunks(range(5), 2)
+    [[0, 1], [2, 3], [4]]
+    """
+    if size < 1:
+        raise ValueError(f"size must be >= 1, got {size}")
+    items = list(indices)
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def counted_sequences(mask: Tensor) -> int:
+    """Sequences with at least one valid token: the denominator of the ``seq-mean-*`` modes
+    (``aggregate`` leaves the others out too). ``mask [B, T]``."""
+    return int((mask.sum(-1) > 0).sum().item())
+
+
+def logprob_mismatch(a: Tensor, b: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    """Sum and max of ``|a - b|`` over valid tokens (for learner-vs-rollout log-prob drift; the caller
+    divides the sum by the global token count). Returns 0-dim tensors.
+
+    >>> logprob_mismatch(torch.tensor([[0.0, -1.0]]), torch.tensor([[0.5, 0.0]]), torch.tensor([[1, 0]]))
+    (tensor(0.5000), tensor(0.5000))
+    """
+    diff = (a - b).abs() * mask.to(a.dtype)  # [B, T]
+    return diff.sum(), (diff.max() if diff.numel() else diff.new_zeros(()))
+
+
+@dataclass(frozen=True)
+class Objective:
+    """What the learner optimises, with the hyperparameters resolved (built once from the config)."""
+
+    loss_name: str
+    loss_params: dict[str, Any]
+    aggregation: str
+    tis_cap: float | None = None
+    kl_estimator: str = "k3"
+    kl_coef: float = 0.0  # > 0 adds ``kl_coef * aggregate(KL)`` to the loss
+
+
+@dataclass(frozen=True)
+class MicroBatchLoss:
+    """The loss of one micro-batch, already divided by the global counts, and its metric sums."""
+
+    loss: Tensor  # 0-dim, carries the gradient: policy + KL term
+    policy_loss: Tensor  # 0-dim, detached
+    kl_loss: Tensor  # 0-dim, detached (0 without a KL term)
+    token_sums: dict[str, Tensor]  # metric * valid tokens, for token-weighted averages across ranks
+
+
+def micro_batch_loss(
+    objective: Objective,
+    *,
+    logprobs: Tensor,  # [B, T], carries the gradient
+    old_logprobs: Tensor,  # [B, T]
+    advantages: Tensor,  # [B, T]
+    mask: Tensor,  # [B, T]
+    rollout_logprobs: Tensor | None = None,  # [B, T]
+    ref_logprobs: Tensor | None = None,  # [B, T]
+    global_tokens: float,
+    global_seqs: float,
+    max_len: int,
+) -> MicroBatchLoss:
+    """Policy loss (+ KL term) of one micro-batch, normalised by the counts of the *global*
+    mini-batch: summing the results over micro-batches and data-parallel ranks gives exactly the loss
+    of the whole mini-batch, whatever the split.
+
+    >>> obj = Objective("reinforce", {}, "token-mean")
+    >>> out = micro_batch_loss(obj, logprobs=torch.zeros(1, 2), old_logprobs=torch.zeros(1, 2),
+    ...     advantages=torch.ones(1, 2), mask=torch.ones(1, 2), global_tokens=4, global_seqs=2, max_len=2)
+    >>> out.loss   # two of the mini-batch's four tokens, each with loss -A = -1
+    tensor(-0.5000)
+    """
+    inputs = PolicyLossInputs(logprobs, old_logprobs, advantages, mask, rollout_logprobs)
+    out = compute_policy_loss(objective.loss_name, inputs, objective.loss_params, tis_cap=objective.tis_cap)
+    norm = dict(global_tokens=max(global_tokens, 1.0), global_seqs=max(global_seqs, 1.0), max_len=max_len)
+    policy = aggregate(out.per_token, mask, objective.aggregation, **norm)
+    n_tokens = mask.sum()
+    token_sums = {k: v.detach() * n_tokens for k, v in out.metrics.items()}
+    loss, kl_loss = policy, policy.new_zeros(())
+    if ref_logprobs is not None:
+        kl = KL_ESTIMATORS.get(objective.kl_estimator)(logprobs, ref_logprobs)  # [B, T]
+        token_sums["kl"] = (kl.detach() * mask).sum()
+        if objective.kl_coef > 0:
+            kl_loss = objective.kl_coef * aggregate(kl, mask, objective.aggregation, **norm)
+            loss = policy + kl_loss
+    return MicroBatchLoss(loss, policy.detach(), kl_loss.detach(), token_sums)
+
+
+def loss_metric_names(objective: Objective) -> list[str]:
+    """Names of the metrics the configured loss reports, found by running it on a 1x1 dummy batch:
+    every rank needs the same list before any collective, even a rank with no samples."""
+    one = torch.zeros(1, 1)
+    inputs = PolicyLossInputs(one, one, one, torch.ones(1, 1), one)
+    out = compute_policy_loss(objective.loss_name, inputs, objective.loss_params, tis_cap=objective.tis_cap)
+    return sorted(out.metrics)
