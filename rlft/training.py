@@ -37,13 +37,18 @@ def _check_temperature(temperature: float) -> None:
         raise ValueError(f"temperature must be > 0, got {temperature}")
 
 
+def _upcast(x: Tensor) -> Tensor:
+    """float32 for half-precision logits (a logsumexp over the vocabulary in bf16 loses digits)."""
+    return x if x.dtype in (torch.float32, torch.float64) else x.float()
+
+
 def token_logprobs(logits: Tensor, input_ids: Tensor, temperature: float = 1.0) -> Tensor:
     """Log-probability of each next token under ``softmax(logits / temperature)``. [B, L-1]
 
     ``logits [B, L, V]`` are a causal LM's outputs for ``input_ids [B, L]``. Computed one sequence
-    at a time as ``gather - logsumexp`` in float32: the peak extra memory is one ``[L, V]`` float32
-    row instead of a full ``[B, L, V]`` log-softmax (the vocabulary dominates activations of LLMs),
-    and bf16 logits are not summed in bf16.
+    at a time as ``gather - logsumexp``: the peak extra memory is one ``[L, V]`` row instead of a
+    full ``[B, L, V]`` log-softmax (the vocabulary dominates the activations of LLMs). Half-precision
+    logits are upcast to float32, one row at a time.
 
     >>> logits = torch.tensor([[[0.0, 0.0], [2.0, 0.0], [9.0, 9.0]]])
     >>> token_logprobs(logits, torch.tensor([[1, 0, 1]]))   # p(0 | pos 0) = 1/2, p(1 | pos 1) = 1/(1+e^2)
@@ -60,7 +65,7 @@ def token_logprobs(logits: Tensor, input_ids: Tensor, temperature: float = 1.0) 
     targets = input_ids[:, 1:]  # [B, L-1]
     rows = []
     for row_logits, row_targets in zip(logits[:, :-1], targets):  # [L-1, V], [L-1]
-        z = row_logits.float()
+        z = _upcast(row_logits)
         if temperature != 1.0:
             z = z / temperature
         picked = z.gather(-1, row_targets.unsqueeze(-1)).squeeze(-1)  # [L-1]
@@ -74,7 +79,7 @@ def token_entropy(logits: Tensor, temperature: float = 1.0) -> Tensor:
     """Entropy of each next-token distribution ``softmax(logits / temperature)``, aligned like
     ``token_logprobs`` (position ``t`` is the distribution that picks token ``t + 1``). [B, L-1]
 
-    ``H = logsumexp(z) - sum(softmax(z) * z)``, one sequence at a time in float32.
+    ``H = logsumexp(z) - sum(softmax(z) * z)``, one sequence at a time (half precision upcast).
 
     >>> token_entropy(torch.tensor([[[0.0, 0.0], [50.0, 0.0], [0.0, 0.0]]]))  # fair coin, certain
     tensor([[0.6931, 0.0000]])
@@ -84,11 +89,12 @@ def token_entropy(logits: Tensor, temperature: float = 1.0) -> Tensor:
         raise ValueError(f"expected logits [B, L, V], got {tuple(logits.shape)}")
     rows = []
     for row_logits in logits[:, :-1]:  # [L-1, V]
-        z = row_logits.float()
+        z = _upcast(row_logits)
         if temperature != 1.0:
             z = z / temperature
         p = torch.softmax(z, dim=-1)
-        rows.append(torch.logsumexp(z, dim=-1) - (p * z).sum(-1))
+        # a -inf logit (a masked token) has p = 0 and contributes 0, not 0 * -inf = nan
+        rows.append(torch.logsumexp(z, dim=-1) - torch.where(p > 0, p * z, 0.0).sum(-1))
     if not rows:
         return logits.new_zeros((0, logits.shape[1] - 1), dtype=torch.float32)
     return torch.stack(rows)

@@ -1,0 +1,508 @@
+"""``LearnerWorker``: one rank of the data-parallel learner group.
+
+A plain class; the group helper makes it a Ray actor (``ray.remote(LearnerWorker)``), one per rank,
+all joined in one ``torch.distributed`` process group:
+
+* **CPU** (``gloo``): every rank holds a full replica of the model. Gradients are SUM-all-reduced
+  (one flat buffer per dtype) before each optimizer step, so replicas stay identical (DDP-equivalent).
+* **GPU** (``nccl``): the model is sharded with FSDP2 ``fully_shard`` (each decoder block, then the
+  root), fp32 master weights with ``MixedPrecisionPolicy(param_dtype=model.dtype)``, gradients
+  reduce-scattered as a SUM (divide factor 1). Every method that runs the model is then a collective:
+  call it on all ranks.
+
+Normalisation: the driver sends rank ``r`` the shard ``batch.shard(r, world)``. Each micro-batch's
+loss is divided by the token (``token-mean``) or sequence (``seq-mean-*``) count of the *global*
+mini-batch, gathered with one all-reduce per step. Summing the gradients over micro-batches and
+ranks therefore gives exactly the gradient of the full mini-batch's loss, so 1 rank and N ranks (and
+any micro-batch size) make the same update.
+
+Mini-batches: each rank splits its shard into ``mini_batches`` contiguous chunks; global mini-batch
+``k`` is the union of every rank's chunk ``k``. ``ppo_epochs`` passes visit them in order.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from rlft.algorithms import KL_ESTIMATORS
+from rlft.config import AlgoConfig, LearnerConfig, ModelConfig
+from rlft.training import (
+    Objective,
+    chunks,
+    counted_sequences,
+    logprob_mismatch,
+    loss_metric_names,
+    lr_factor,
+    micro_batch_loss,
+    split_evenly,
+    token_entropy,
+    token_logprobs,
+)
+from rlft.types import Collated, TrainBatch, TrainSample, collate
+
+logger = logging.getLogger(__name__)
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+_BUCKET_ELEMENTS = 1 << 25  # gradient all-reduce bucket: 32M elements bounds the extra memory
+
+
+class _Micro:
+    """One micro-batch on the device, with the step-start log-probs filled in when needed."""
+
+    def __init__(self, batch: Collated, device: torch.device) -> None:
+        self.input_ids = batch.input_ids.to(device)
+        self.attention_mask = batch.attention_mask.to(device)
+        self.mask = batch.mask.to(device)
+        self.advantages = batch.advantages.to(device)
+        lp = batch.rollout_logprobs
+        self.rollout_logprobs = None if lp is None else lp.to(device)
+        self.old_logprobs: torch.Tensor | None = None
+        self.ref_logprobs: torch.Tensor | None = None
+
+
+class LearnerWorker:
+    """One data-parallel rank: model, optional frozen reference, AdamW, and the train step."""
+
+    def __init__(
+        self,
+        rank: int,
+        world_size: int,
+        master_addr: str,
+        master_port: int,
+        model_path: str,
+        model_cfg: ModelConfig,
+        learner_cfg: LearnerConfig,
+        algo_cfg: AlgoConfig,
+        *,
+        temperature: float = 1.0,
+        max_len: int | None = None,
+        total_steps: int = 1000,
+        seed: int = 0,
+        fsdp: bool | None = None,
+    ) -> None:
+        self.rank, self.world_size = rank, world_size
+        self.cfg, self.algo = learner_cfg, algo_cfg
+        # Greedy rollouts (temperature 0) have no sampling distribution to match; score them at 1.
+        self.temperature = temperature if temperature > 0 else 1.0
+        self.max_len, self.total_steps = max_len, total_steps
+        self.serving_dtype = DTYPES[model_cfg.dtype]
+        self.device = _resolve_device(learner_cfg.device)
+        # FSDP2 is the GPU path; ``fsdp=True`` also shards on CPU (gloo), which is how the tests
+        # exercise the sharded code on machines without a GPU.
+        self.sharded = self.device.type == "cuda" if fsdp is None else fsdp
+        torch.manual_seed(seed)
+        if world_size > 1 or self.sharded:  # FSDP needs a process group even for one rank
+            dist.init_process_group(
+                "nccl" if self.device.type == "cuda" else "gloo",
+                init_method=f"tcp://{master_addr}:{master_port}",
+                rank=rank,
+                world_size=world_size,
+                timeout=timedelta(minutes=30),
+                device_id=self.device if self.device.type == "cuda" else None,
+            )
+        # Under FSDP the master weights stay fp32 and compute runs in the model dtype (mixed
+        # precision); on CPU the replica simply lives in the configured dtype.
+        load_dtype = torch.float32 if self.sharded else self.serving_dtype
+        self.model = load_causal_lm(model_path, model_cfg, load_dtype)
+        self.ref_model = None
+        if algo_cfg.kl.coef > 0:
+            self.ref_model = load_causal_lm(model_path, model_cfg, load_dtype).requires_grad_(False)
+        if self.sharded:
+            for m in (self.model, self.ref_model):
+                if m is not None:
+                    fsdp2_shard(m, self.device, world_size, self.serving_dtype)
+        else:
+            self.model.to(self.device)
+            if self.ref_model is not None:
+                self.ref_model.to(self.device)
+        self.pad_id = self.model.config.pad_token_id or 0
+        self.tokenizer_path = model_cfg.tokenizer or model_path
+        self.optimizer = torch.optim.AdamW(
+            [p for p in self.model.parameters() if p.requires_grad],
+            lr=learner_cfg.lr,
+            betas=learner_cfg.betas,
+            eps=learner_cfg.adam_eps,
+            weight_decay=learner_cfg.weight_decay,
+        )
+        kl = algo_cfg.kl
+        self.objective = Objective(
+            loss_name=algo_cfg.loss.name,
+            loss_params=dict(algo_cfg.loss.params),
+            aggregation=algo_cfg.aggregation,
+            tis_cap=algo_cfg.tis_cap,
+            kl_estimator=kl.estimator,
+            kl_coef=kl.coef if kl.placement == "loss" else 0.0,
+        )
+        self.loss_metric_names = loss_metric_names(self.objective)
+        self.version = 0
+        self.skipped_total = 0
+
+    # ------------------------------------------------------------------------------------------
+    # The train step
+
+    def train_step(self, shard: TrainBatch) -> dict[str, float]:
+        """Apply ``mini_batches x ppo_epochs`` optimizer steps to this rank's shard; the metrics
+        describe the global batch and are identical on every rank."""
+        cfg = self.cfg
+        lr = cfg.lr * lr_factor(
+            self.version, warmup_steps=cfg.warmup_steps, total_steps=self.total_steps, schedule=cfg.lr_schedule
+        )
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        plan = self._plan(list(shard.samples))
+        local = [[sum(float(m.mask.sum()) for m in mb), sum(counted_sequences(m.mask) for m in mb)]
+                 for mb in plan]
+        # [mini_batches, 2]: tokens and sequences of each global mini-batch (the loss normalisers)
+        counts = self._all_reduce(torch.tensor(local, dtype=torch.float64))
+        # seq-mean-token-sum-norm divides by a constant length; without a configured one, the longest
+        # completion of the global batch (the same on every rank, whatever the split)
+        longest = max((len(s.completion_ids) for s in shard.samples), default=1)
+        max_len = self.max_len or int(self._all_reduce(torch.tensor([longest]), op=dist.ReduceOp.MAX))
+        if cfg.ppo_epochs > 1 or cfg.mini_batches > 1 or self.ref_model is not None:
+            self._fill_step_start_logprobs(plan)
+
+        names = ["loss", "policy_loss", "kl_loss", "entropy", "kl", "mismatch_sum", "mismatch_tokens",
+                 "mismatch_max", "token_passes", *self.loss_metric_names]
+        acc = {k: torch.zeros((), dtype=torch.float64, device=self.device) for k in names}
+        grad_norms, skipped = [], 0
+        for epoch in range(cfg.ppo_epochs):
+            for k, micros in enumerate(plan):
+                norms = dict(zip(("global_tokens", "global_seqs"), counts[k].tolist()), max_len=max_len)
+                bad = torch.zeros((), dtype=torch.bool, device=self.device)
+                for m in micros:
+                    bad |= ~torch.isfinite(self._backward(m, norms, acc, first_pass=epoch == 0))
+                norm, was_skipped = self._optimizer_step(bad)
+                grad_norms.append(norm)
+                skipped += was_skipped
+        self.version += 1
+        self.skipped_total += skipped
+        return self._metrics(acc, counts, grad_norms, skipped, lr)
+
+    def _backward(
+        self, m: _Micro, norms: dict[str, Any], acc: dict[str, torch.Tensor], first_pass: bool
+    ) -> torch.Tensor:
+        """Forward and backward of one micro-batch (gradients accumulate in ``.grad``); adds its
+        metric sums to ``acc`` and returns its detached loss."""
+        logits = self._logits(self.model, m)
+        logprobs = token_logprobs(logits, m.input_ids, self.temperature)  # [b, L-1]
+        entropy = token_entropy(logits.detach(), self.temperature)  # [b, L-1]
+        old = m.old_logprobs if m.old_logprobs is not None else logprobs.detach()
+        if first_pass and m.rollout_logprobs is not None:  # learner vs rollout engine, at step start
+            total, peak = logprob_mismatch(old, m.rollout_logprobs, m.mask)
+            acc["mismatch_sum"] += total
+            acc["mismatch_max"] = torch.maximum(acc["mismatch_max"], peak.double())
+            acc["mismatch_tokens"] += m.mask.sum()
+        out = micro_batch_loss(
+            self.objective,
+            logprobs=logprobs,
+            old_logprobs=old,
+            advantages=m.advantages,
+            mask=m.mask,
+            rollout_logprobs=m.rollout_logprobs,
+            ref_logprobs=m.ref_logprobs,
+            **norms,
+        )
+        out.loss.backward()
+        acc["loss"] += out.loss.detach()
+        acc["policy_loss"] += out.policy_loss
+        acc["kl_loss"] += out.kl_loss
+        acc["entropy"] += (entropy * m.mask).sum()
+        acc["token_passes"] += m.mask.sum()
+        for name, value in out.token_sums.items():
+            acc[name] += value
+        return out.loss.detach()
+
+    def _plan(self, samples: list[TrainSample]) -> list[list[_Micro]]:
+        """Mini-batches of micro-batches, collated on the device. Under FSDP every rank must run
+        the same number of forward passes, so shorter mini-batches get masked-out dummy passes."""
+        plan = [
+            [_Micro(collate([samples[i] for i in idx], self.pad_id), self.device)
+             for idx in chunks(r, self.cfg.micro_batch_size)]
+            for r in split_evenly(len(samples), self.cfg.mini_batches)
+        ]
+        if self.sharded:
+            need = self._all_reduce(torch.tensor([len(mb) for mb in plan]), op=dist.ReduceOp.MAX)
+            dummy = TrainSample([self.pad_id], [self.pad_id], [0.0], rollout_logprobs=[0.0], loss_mask=[0])
+            for mb, n in zip(plan, need.tolist()):
+                mb.extend(_Micro(collate([dummy], self.pad_id), self.device) for _ in range(n - len(mb)))
+        return plan
+
+    @torch.no_grad()
+    def _fill_step_start_logprobs(self, plan: list[list[_Micro]]) -> None:
+        """``old_logprobs`` (the policy at step start, fixed across epochs and mini-batches) and the
+        reference model's log-probs, in one no-grad pass. With one epoch and one mini-batch the old
+        log-probs come for free from the training forward itself and are not computed here."""
+        need_old = self.cfg.ppo_epochs > 1 or self.cfg.mini_batches > 1
+        for micros in plan:
+            for m in micros:
+                if need_old:
+                    m.old_logprobs = self._logprobs(self.model, m)
+                if self.ref_model is not None:
+                    m.ref_logprobs = self._logprobs(self.ref_model, m)
+
+    def _logits(self, model: torch.nn.Module, m: _Micro) -> torch.Tensor:
+        return model(input_ids=m.input_ids, attention_mask=m.attention_mask, use_cache=False).logits
+
+    def _logprobs(self, model: torch.nn.Module, m: _Micro) -> torch.Tensor:
+        return token_logprobs(self._logits(model, m), m.input_ids, self.temperature)
+
+    def _optimizer_step(self, loss_nonfinite: torch.Tensor) -> tuple[float, bool]:
+        """Reduce gradients, clip, step; skip the step on every rank if any rank saw a non-finite
+        loss or the global gradient norm is not finite (the weights and AdamW state stay as they were)."""
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        if not self.sharded and self.world_size > 1:
+            _all_reduce_gradients(params)
+        grads = [p.grad for p in params if p.grad is not None]
+        norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=self.device)
+        if hasattr(norm, "full_tensor"):  # FSDP: a DTensor holding per-shard partial norms
+            norm = norm.full_tensor()
+        flag = (loss_nonfinite | ~torch.isfinite(norm)).to(torch.float32).reshape(1)
+        skip = bool(self._all_reduce(flag, op=dist.ReduceOp.MAX).item())
+        if skip:
+            logger.warning(
+                "learner rank %d: non-finite loss or gradient (norm %s) at version %d; optimizer step skipped",
+                self.rank, float(norm), self.version,
+            )
+        else:
+            if self.cfg.max_grad_norm is not None:
+                torch.nn.utils.clip_grads_with_norm_(params, self.cfg.max_grad_norm, norm)
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return float(norm), skip
+
+    def _metrics(
+        self,
+        acc: dict[str, torch.Tensor],
+        counts: torch.Tensor,
+        grad_norms: list[float],
+        skipped: int,
+        lr: float,
+    ) -> dict[str, float]:
+        """Global metrics: sums over ranks, token-weighted means for per-token quantities, means
+        over optimizer steps for losses and gradient norms."""
+        peak = float(self._all_reduce(acc.pop("mismatch_max").reshape(1), op=dist.ReduceOp.MAX))
+        names = list(acc)
+        s = dict(zip(names, self._all_reduce(torch.stack([acc[k] for k in names])).tolist()))
+        steps = len(grad_norms)
+        passes = max(s["token_passes"], 1.0)
+        metrics = {
+            # each optimizer step's loss is the global mini-batch loss; average over steps
+            "loss": s["loss"] / steps,
+            "policy_loss": s["policy_loss"] / steps,
+            "entropy": s["entropy"] / passes,
+            **{name: s[name] / passes for name in self.loss_metric_names},
+            "grad_norm": sum(grad_norms) / steps,
+            "lr": lr,
+            "tokens": float(counts[:, 0].sum()),
+            "sequences": float(counts[:, 1].sum()),
+            "optimizer_steps": float(steps),
+            "skipped_steps": float(skipped),
+            "skipped_steps_total": float(self.skipped_total),
+            "version": float(self.version),
+        }
+        if self.ref_model is not None:
+            metrics["kl"] = s["kl"] / passes
+            metrics["kl_loss"] = s["kl_loss"] / steps
+        if s["mismatch_tokens"] > 0:
+            metrics["logprob_mismatch_mean"] = s["mismatch_sum"] / s["mismatch_tokens"]
+            metrics["logprob_mismatch_max"] = peak
+        return metrics
+
+    def _all_reduce(self, t: torch.Tensor, op: Any = None) -> torch.Tensor:
+        """All-reduce (SUM by default) across the group; the identity for a single CPU rank."""
+        if not dist.is_initialized():
+            return t
+        t = t.to(self.device)
+        dist.all_reduce(t, op=op if op is not None else dist.ReduceOp.SUM)
+        return t.cpu()
+
+    # ------------------------------------------------------------------------------------------
+    # Weights, evaluation, checkpoints
+
+    @torch.no_grad()
+    def compute_logprobs(self, samples: list[TrainSample], *, reference: bool = False) -> list[list[float]]:
+        """Completion-token log-probs under the current (or the reference) weights, one list per
+        sample, at the learner's temperature. Under FSDP call it on every rank with the same count."""
+        model = self.ref_model if reference else self.model
+        if model is None:
+            raise RuntimeError("no reference model: it is loaded only when algo.kl.coef > 0")
+        result: list[list[float]] = []
+        for idx in chunks(range(len(samples)), self.cfg.micro_batch_size):
+            m = _Micro(collate([samples[i] for i in idx], self.pad_id), self.device)
+            lp = self._logprobs(model, m).cpu()
+            for row, i in enumerate(idx):
+                p, c = len(samples[i].prompt_ids), len(samples[i].completion_ids)
+                result.append(lp[row, p - 1 : p - 1 + c].tolist())
+        return result
+
+    @torch.no_grad()
+    def ref_kl(self, samples: list[TrainSample]) -> float:
+        """Token-mean of the configured KL estimator between the current policy and the reference
+        over the samples' counted completion tokens (0 before any update)."""
+        current = self.compute_logprobs(samples)
+        ref = self.compute_logprobs(samples, reference=True)
+        estimator = KL_ESTIMATORS.get(self.algo.kl.estimator)
+        total, n = 0.0, 0
+        for s, lp, rp in zip(samples, current, ref):
+            mask = torch.tensor(s.loss_mask or [1] * len(lp), dtype=torch.float64)
+            kl = estimator(torch.tensor([lp], dtype=torch.float64), torch.tensor([rp], dtype=torch.float64))
+            total += float((kl[0] * mask).sum())
+            n += int(mask.sum())
+        return total / max(n, 1)
+
+    def state_dict_for_sync(self) -> dict[str, torch.Tensor]:
+        """The full model as Hugging Face-named CPU tensors in the serving dtype, on rank 0 (other
+        ranks return ``{}``); loadable by ``load_state_dict`` of a fresh HF model and by vLLM's
+        ``load_weights``. Tied weights share one tensor. Under FSDP this is a collective."""
+        if self.sharded:
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+            full = get_model_state_dict(
+                self.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
+            )
+            return {k: v.to(self.serving_dtype) for k, v in full.items()} if self.rank == 0 else {}
+        if self.rank != 0:
+            return {}
+        copies: dict[int, torch.Tensor] = {}  # keyed by storage, so tied weights are copied once
+        out = {}
+        for name, t in self.model.state_dict().items():
+            key = t.untyped_storage().data_ptr()
+            if key not in copies:
+                copies[key] = t.detach().to("cpu", self.serving_dtype, copy=True)
+            out[name] = copies[key]
+        return out
+
+    def save_pretrained(self, path: str) -> str:
+        """Write the model (safetensors) and its tokenizer to ``path`` in Hugging Face format; rank 0
+        writes, every rank returns once it is written."""
+        state = self.state_dict_for_sync()
+        if self.rank == 0:
+            Path(path).mkdir(parents=True, exist_ok=True)
+            self.model.save_pretrained(path, state_dict=state, safe_serialization=True)
+            try:
+                from transformers import AutoTokenizer
+
+                AutoTokenizer.from_pretrained(self.tokenizer_path).save_pretrained(path)
+            except (OSError, ValueError) as err:  # a model without a tokenizer can still be saved
+                logger.warning("no tokenizer saved with the checkpoint: %s", err)
+        if dist.is_initialized():
+            dist.barrier()
+        return path
+
+    def get_version(self) -> int:
+        """Number of train steps applied (the policy version the rollout engines should serve)."""
+        return self.version
+
+    def close(self) -> None:
+        """Leave the process group (before the actor is killed, so peers do not wait on it)."""
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+# ----------------------------------------------------------------------------------------------
+# Helpers
+
+
+def _resolve_device(choice: str) -> torch.device:
+    if choice == "auto":
+        choice = "cuda" if torch.cuda.is_available() else "cpu"
+    if choice == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError(
+                "learner.device is 'cuda' but this rank sees no GPU; reserve GPUs for the learner "
+                "with cluster.learner_gpus_per_rank"
+            )
+        # Ray exposes each rank's GPU as device 0 through CUDA_VISIBLE_DEVICES.
+        torch.cuda.set_device(0)
+        return torch.device("cuda", 0)
+    return torch.device("cpu")
+
+
+def load_causal_lm(path: str, model_cfg: ModelConfig, dtype: torch.dtype) -> torch.nn.Module:
+    """A Hugging Face causal LM with dropout off: the policy ratio compares two forwards of the same
+    weights, which must give the same numbers."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(path, trust_remote_code=model_cfg.trust_remote_code)
+    for key, value in config.to_dict().items():
+        if "dropout" in key and isinstance(value, float):
+            setattr(config, key, 0.0)
+    model = AutoModelForCausalLM.from_pretrained(
+        path, config=config, dtype=dtype, trust_remote_code=model_cfg.trust_remote_code
+    )
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    model.config.use_cache = False
+    if model_cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.train()  # transformers only recomputes activations in training mode; dropout is off
+    else:
+        model.eval()
+    return model
+
+
+def fsdp2_shard(
+    model: torch.nn.Module, device: torch.device, world_size: int, compute_dtype: torch.dtype
+) -> None:
+    """Shard ``model`` over all ranks with FSDP2 (torch >= 2.6): each transformer block (the
+    classes transformers lists in ``_no_split_modules``) is one unit, the root takes the rest (the
+    embeddings, tied or not, and the head). Gradients are reduce-scattered as a SUM, because the
+    loss is already divided by global counts. Each rank loads the full model into CPU memory first
+    and keeps only its shard on the device; models too large for host memory need meta-device
+    initialisation, which this path does not do."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
+
+    mesh = init_device_mesh(device.type, (world_size,))
+    mp = MixedPrecisionPolicy(
+        param_dtype=None if compute_dtype == torch.float32 else compute_dtype, reduce_dtype=torch.float32
+    )
+    blocks = set(getattr(model, "_no_split_modules", None) or ())
+    for module in list(model.modules()):
+        if type(module).__name__ in blocks:
+            fully_shard(module, mesh=mesh, mp_policy=mp)
+    fully_shard(model, mesh=mesh, mp_policy=mp)  # moves the local shards to the mesh's device
+    for module in model.modules():
+        if isinstance(module, FSDPModule):
+            module.set_gradient_divide_factor(1.0)
+            # a plain SUM collective: the default PREMUL_SUM exists in NCCL only, not in gloo
+            module.set_force_sum_reduction_for_comms(True)
+
+
+def _all_reduce_gradients(params: list[torch.nn.Parameter]) -> None:
+    """SUM-all-reduce the gradients of a replicated model through flat buckets (one collective per
+    bucket instead of one per tensor). A rank with no data contributes zeros."""
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+    by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
+    for p in params:
+        by_dtype.setdefault(p.grad.dtype, []).append(p.grad)
+    for grads in by_dtype.values():
+        for bucket in _buckets(grads, _BUCKET_ELEMENTS):
+            flat = torch.cat([g.reshape(-1) for g in bucket])
+            dist.all_reduce(flat)
+            offset = 0
+            for g in bucket:
+                g.copy_(flat[offset : offset + g.numel()].view_as(g))
+                offset += g.numel()
+
+
+def _buckets(tensors: list[torch.Tensor], max_elements: int) -> list[list[torch.Tensor]]:
+    """Consecutive groups of at most ``max_elements`` elements (a larger tensor is a group alone)."""
+    groups: list[list[torch.Tensor]] = [[]]
+    size = 0
+    for t in tensors:
+        if groups[-1] and size + t.numel() > max_elements:
+            groups.append([])
+            size = 0
+        groups[-1].append(t)
+        size += t.numel()
+    return [g for g in groups if g]

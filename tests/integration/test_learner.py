@@ -1,0 +1,216 @@
+"""The learner group on real Ray actors (gloo over localhost, CPU, fp32): data-parallel parity,
+reference-model KL, weight changes and sync format, and skipping non-finite steps."""
+
+from __future__ import annotations
+
+import math
+import socket
+
+import pytest
+import torch
+
+from actors.learner import LearnerWorker
+from rlft.config import AlgoConfig, KLConfig, LearnerConfig, ModelConfig, PolicyLossChoice
+from rlft.types import TrainBatch, TrainSample
+
+MODEL = ModelConfig()  # float32
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_batch(n: int, seed: int = 0, vocab: int = 86) -> TrainBatch:
+    """``n`` samples with varied prompt/completion lengths, +-1 advantages and rollout logprobs."""
+    g = torch.Generator().manual_seed(seed)
+    samples = []
+    for i in range(n):
+        p, c = 2 + i % 4, 3 + (5 * i) % 7
+        ids = torch.randint(4, vocab, (p + c,), generator=g).tolist()
+        rollout = (-4.0 - torch.rand(c, generator=g)).tolist()
+        mask = None if i % 3 else [1] * (c - 1) + [0]  # some samples exclude their last token
+        samples.append(TrainSample(ids[:p], ids[p:], [1.0 if i % 2 else -1.0] * c, rollout, mask))
+    return TrainBatch(samples)
+
+
+class Group:
+    """``world_size`` LearnerWorker actors in one process group; closed on exit."""
+
+    def __init__(self, ray, model_dir: str, world_size: int, learner: LearnerConfig, algo: AlgoConfig, **kw):
+        self.ray, self.world_size = ray, world_size
+        port = _free_port()
+        actor = ray.remote(LearnerWorker).options(num_cpus=1)
+        self.workers = [
+            actor.remote(r, world_size, "127.0.0.1", port, model_dir, MODEL, learner, algo, **kw)
+            for r in range(world_size)
+        ]
+        ray.get([w.get_version.remote() for w in self.workers])  # constructors done: group formed
+
+    def train(self, batch: TrainBatch) -> list[dict[str, float]]:
+        n = self.world_size
+        return self.ray.get([w.train_step.remote(batch.shard(r, n)) for r, w in enumerate(self.workers)])
+
+    def call(self, method: str, *args, rank: int = 0, **kwargs):
+        return self.ray.get(getattr(self.workers[rank], method).remote(*args, **kwargs))
+
+    def call_all(self, method: str, *args, **kwargs) -> list:
+        """Call every rank at once (needed under FSDP, where each model call is a collective)."""
+        return self.ray.get([getattr(w, method).remote(*args, **kwargs) for w in self.workers])
+
+    def __enter__(self) -> Group:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.ray.get([w.close.remote() for w in self.workers])
+        for w in self.workers:
+            self.ray.kill(w)
+
+
+def _max_abs_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    assert a.keys() == b.keys()
+    return max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
+
+
+# Adam's first step moves every parameter with a gradient by about lr: 1e-3 makes the update
+# ~100x the parity tolerance, so equal parameters mean equal gradients, not "nothing happened".
+# adam_eps=1e-6: Adam divides by |g| + eps, so with the default 1e-8 the fp32 rounding noise of
+# summing micro-batch gradients in another order (~1e-8 absolute) turns into updates of ~lr/10 on
+# elements whose gradient is itself ~1e-8 (measured: 2.7e-5 between micro-batch sizes 8 and 2 on
+# ONE rank); 1e-6 bounds that amplification (measured: 6e-7) without hiding a real difference.
+PARITY_CASES = {
+    "even-shards": dict(n=8, mbs=8, agg="token-mean", loss="ppo_clip", epochs=1, kl=0.0),
+    "grad-accumulation": dict(n=8, mbs=2, agg="seq-mean-token-mean", loss="ppo_clip", epochs=2, kl=0.0),
+    "uneven-shards": dict(n=7, mbs=2, agg="seq-mean-token-sum-norm", loss="cispo", epochs=1, kl=0.1),
+}
+
+
+@pytest.mark.parametrize("case", list(PARITY_CASES))
+def test_one_rank_and_two_ranks_make_the_same_update(ray_session, tiny_model_dir, case):
+    c = PARITY_CASES[case]
+    batch = make_batch(c["n"])
+    algo = AlgoConfig(
+        loss=PolicyLossChoice(name=c["loss"]), aggregation=c["agg"], kl=KLConfig(coef=c["kl"]), tis_cap=2.0
+    )
+    results = {}
+    for world, mbs in ((1, c["n"]), (2, c["mbs"])):  # the single rank takes the batch in one pass
+        learner = LearnerConfig(
+            lr=1e-3, adam_eps=1e-6, micro_batch_size=mbs, ppo_epochs=c["epochs"], max_grad_norm=None
+        )
+        with Group(ray_session, tiny_model_dir, world, learner, algo) as group:
+            before = group.call("state_dict_for_sync")
+            metrics = group.train(batch)
+            after = group.call("state_dict_for_sync")
+            replicas = [group.call("compute_logprobs", batch.samples, rank=r) for r in range(world)]
+        assert all(m == metrics[0] for m in metrics[1:]), "ranks report different metrics"
+        assert replicas[1:] == replicas[:1] * (world - 1), "replicas diverged"
+        results[world] = (after, metrics[0])
+    assert _max_abs_diff(before, results[1][0]) > 5e-4  # the step did move the weights
+    assert _max_abs_diff(results[1][0], results[2][0]) < 1e-5
+    m1, m2 = results[1][1], results[2][1]
+    assert m1["tokens"] == m2["tokens"] == float(batch.num_tokens())
+    assert m1["optimizer_steps"] == m2["optimizer_steps"] == c["epochs"]
+    for key in ("loss", "policy_loss", "entropy", "grad_norm", "clip_fraction", "logprob_mismatch_mean",
+                "logprob_mismatch_max"):
+        assert m2[key] == pytest.approx(m1[key], rel=1e-4, abs=1e-6), key
+
+
+def test_fsdp2_sharded_group_matches_the_replicated_learner(ray_session, tiny_model_dir, tmp_path):
+    """The FSDP2 path (the GPU one) run on CPU over gloo: 2 sharded ranks with uneven shards (so
+    different micro-batch counts, padded with masked-out passes), a reference model, two epochs and
+    gradient clipping make the same update as one replicated rank."""
+    from transformers import AutoModelForCausalLM
+
+    batch = make_batch(5, seed=4)  # shards of 2 and 3 samples: 1 and 2 micro-batches of 2
+    algo = AlgoConfig(kl=KLConfig(coef=0.1))
+    learner = LearnerConfig(lr=1e-3, adam_eps=1e-6, micro_batch_size=2, ppo_epochs=2, max_grad_norm=0.5)
+    with Group(ray_session, tiny_model_dir, 1, learner.model_copy(update={"micro_batch_size": 5}), algo) as one:
+        m1 = one.train(batch)[0]
+        w1 = one.call("state_dict_for_sync")
+        lp1 = one.call("compute_logprobs", batch.samples)
+    with Group(ray_session, tiny_model_dir, 2, learner, algo, fsdp=True) as two:
+        m2 = two.train(batch)
+        w2 = two.call_all("state_dict_for_sync")
+        lp2 = two.call_all("compute_logprobs", batch.samples)
+        two.call_all("save_pretrained", str(tmp_path / "fsdp-ckpt"))
+    assert w2[1] == {} and _max_abs_diff(w1, w2[0]) < 1e-5
+    assert m2[0] == m2[1] and m1["grad_norm"] > 0.5  # the clip was active
+    for key in ("loss", "kl", "grad_norm", "entropy", "tokens"):
+        assert m2[0][key] == pytest.approx(m1[key], rel=1e-4, abs=1e-6), key
+    assert lp2[0] == lp2[1]
+    torch.testing.assert_close(torch.tensor(sum(lp2[0], [])), torch.tensor(sum(lp1, [])), atol=1e-5, rtol=0)
+    saved = AutoModelForCausalLM.from_pretrained(tmp_path / "fsdp-ckpt", dtype=torch.float32).state_dict()
+    assert _max_abs_diff({k: saved[k] for k in w2[0]}, w2[0]) == 0.0
+
+
+def test_reference_kl_is_zero_at_the_start_and_positive_after_an_update(ray_session, tiny_model_dir):
+    batch = make_batch(6, seed=1)
+    algo = AlgoConfig(kl=KLConfig(estimator="k3", coef=0.05))
+    learner = LearnerConfig(lr=1e-3, micro_batch_size=4)
+    with Group(ray_session, tiny_model_dir, 1, learner, algo) as group:
+        assert group.call("ref_kl", batch.samples) == 0.0
+        initial = group.call("compute_logprobs", batch.samples)
+        first = group.train(batch)[0]
+        assert first["kl"] == 0.0 and first["kl_loss"] == 0.0
+        assert group.call("ref_kl", batch.samples) > 1e-6
+        second = group.train(batch)[0]
+        assert second["kl"] > 1e-6
+        assert second["kl_loss"] == pytest.approx(0.05 * second["kl"], rel=1e-5)  # token-mean, one pass
+        # the reference stays frozen at the initial weights while the policy moves
+        assert group.call("compute_logprobs", batch.samples, reference=True) == initial
+        assert group.call("compute_logprobs", batch.samples) != initial
+        assert group.call("get_version") == 2
+
+
+def test_a_step_changes_weights_and_syncs_in_hugging_face_format(ray_session, tiny_model_dir, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    batch = make_batch(6, seed=2)
+    learner = LearnerConfig(lr=1e-3, micro_batch_size=3, warmup_steps=2, lr_schedule="cosine")
+    with Group(ray_session, tiny_model_dir, 1, learner, AlgoConfig(), total_steps=10) as group:
+        before = group.call("state_dict_for_sync")
+        metrics = group.train(batch)[0]
+        after = group.call("state_dict_for_sync")
+        logprobs = group.call("compute_logprobs", batch.samples)
+        saved = group.call("save_pretrained", str(tmp_path / "ckpt"))
+
+    assert all(math.isfinite(v) for v in metrics.values()), metrics
+    assert metrics["lr"] == pytest.approx(0.5e-3)  # first of two warm-up steps
+    assert metrics["skipped_steps"] == 0 and metrics["version"] == 1
+    assert metrics["tokens"] == batch.num_tokens() and metrics["entropy"] > 0
+    assert _max_abs_diff(before, after) > 1e-4
+    # a fresh Hugging Face model loads the synced weights (strictly) and computes the same logprobs
+    fresh = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+    fresh.load_state_dict(after, strict=True)
+    reloaded = AutoModelForCausalLM.from_pretrained(saved, dtype=torch.float32).eval()
+    for model in (fresh, reloaded):
+        for sample, expected in zip(batch.samples, logprobs):
+            ids = torch.tensor([sample.prompt_ids + sample.completion_ids])
+            with torch.no_grad():
+                lp = torch.log_softmax(model(ids).logits[0, :-1], -1).gather(-1, ids[0, 1:, None])[:, 0]
+            got = lp[len(sample.prompt_ids) - 1 :]
+            torch.testing.assert_close(got, torch.tensor(expected), atol=1e-5, rtol=0)
+
+
+def test_non_finite_loss_skips_the_step_on_every_rank(ray_session, tiny_model_dir):
+    good = make_batch(8, seed=3)
+    # NaN advantages only in rank 1's shard: rank 0's loss is finite, yet both ranks must skip
+    poisoned = TrainBatch(
+        good.samples[:4]
+        + [TrainSample(s.prompt_ids, s.completion_ids, [math.nan] * len(s.completion_ids), s.rollout_logprobs)
+           for s in good.samples[4:]]
+    )
+    learner = LearnerConfig(lr=1e-3, micro_batch_size=2)
+    with Group(ray_session, tiny_model_dir, 2, learner, AlgoConfig()) as group:
+        before = group.call("state_dict_for_sync")
+        metrics = group.train(poisoned)
+        unchanged = group.call("state_dict_for_sync")
+        assert all(m["skipped_steps"] == 1 for m in metrics)
+        assert _max_abs_diff(before, unchanged) == 0.0
+        replicas = [group.call("compute_logprobs", good.samples, rank=r) for r in range(2)]
+        assert replicas[0] == replicas[1]
+        # the optimizer state was not poisoned: the next finite batch trains normally
+        after_good = group.train(good)
+        assert all(m["skipped_steps"] == 0 and math.isfinite(m["loss"]) for m in after_good)
+        assert _max_abs_diff(unchanged, group.call("state_dict_for_sync")) > 1e-4
