@@ -58,7 +58,11 @@ class WorkerGroup(Generic[T]):
         max_restarts: int = 0,
         env_vars: dict[str, str] | None = None,
         placement_timeout_s: float = 120.0,
+        start: bool = True,
     ):
+        """Reserve the placement group and, with ``start``, create the actors: ``args(rank)`` gives
+        each rank's constructor ``(args, kwargs)``. With ``start=False`` call ``start(args)`` later,
+        e.g. once a rendezvous address has been found on bundle 0's node."""
         if n < 1:
             raise ValueError(f"a {role} group needs at least 1 worker, got {n}")
         if num_cpus <= 0 and num_gpus <= 0:
@@ -74,21 +78,33 @@ class WorkerGroup(Generic[T]):
                 f"cannot place {n} {role} worker(s) of {bundle} with strategy {strategy} within "
                 f"{placement_timeout_s:.0f} s; the cluster has {ray.available_resources()} available"
             ) from None
-        remote_cls = ray.remote(cls)
+        self._options = dict(num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=max_restarts)
+        self._env_vars = env_vars
+        self._actors: list[Any] = []
+        if start:
+            self.start(args)
+
+    @property
+    def placement_group(self) -> Any:
+        """The group's placement group (bundle ``i`` hosts rank ``i``)."""
+        return self._pg
+
+    def start(self, args: ArgsFn | None = None) -> None:
+        """Create one actor per bundle; ``args(rank)`` gives its constructor arguments."""
+        if self._actors:
+            raise RuntimeError(f"the {self.role} group is already started")
+        remote_cls = ray.remote(self.cls)
         args = args or (lambda rank: ((), {}))
-        self._actors = []
-        for rank in range(n):
+        for rank in range(self.n):
             a, kw = args(rank)
             options: dict[str, Any] = {
-                "num_cpus": num_cpus,
-                "num_gpus": num_gpus,
-                "max_restarts": max_restarts,
+                **self._options,
                 "scheduling_strategy": PlacementGroupSchedulingStrategy(
                     placement_group=self._pg, placement_group_bundle_index=rank
                 ),
             }
-            if env_vars:
-                options["runtime_env"] = {"env_vars": dict(env_vars)}
+            if self._env_vars:
+                options["runtime_env"] = {"env_vars": dict(self._env_vars)}
             self._actors.append(remote_cls.options(**options).remote(*a, **kw))
 
     @property

@@ -378,6 +378,21 @@ class LearnerWorker:
             out[name] = copies[key]
         return out
 
+    def push_weights(
+        self, backend: str, params: dict[str, Any], version: int, workers: list[Any]
+    ) -> Any:
+        """Push the current weights to the rollout ``workers`` with the named weight-sync backend,
+        from rank 0, so the state dict never travels through the driver. Call it on every rank
+        (under FSDP gathering the full weights is a collective); rank 0 returns the ``SyncStats``,
+        the others None."""
+        from actors.weight_sync import make_weight_sync
+
+        sync = make_weight_sync(backend, **params)  # a bad backend fails on every rank alike
+        state = self.state_dict_for_sync()
+        if self.rank != 0:
+            return None
+        return sync.push(state, version, workers)
+
     def save_pretrained(self, path: str) -> str:
         """Write the model (safetensors) and its tokenizer to ``path`` in Hugging Face format; rank 0
         writes, every rank returns once it is written."""

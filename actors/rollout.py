@@ -141,9 +141,15 @@ class RolloutWorker:
     # ------------------------------------------------------------------ sampling
 
     def generate(
-        self, prompts: list[Prompt], sampling: SamplingSettings, first_group_id: int = 0
+        self,
+        prompts: list[Prompt],
+        sampling: SamplingSettings,
+        first_group_id: int = 0,
+        group_ids: Sequence[int] | None = None,
     ) -> list[Rollout]:
-        """``sampling.n`` completions per prompt; prompt ``i`` gets group id ``first_group_id + i``.
+        """``sampling.n`` completions per prompt; prompt ``i`` gets group id ``first_group_id + i``,
+        or ``group_ids[i]`` when given (a load balancer hands a worker non-contiguous prompts; the
+        group id also seeds the prompt's sampling, so results do not depend on the split).
 
         Rollouts come back grouped by prompt, in prompt order, completions in vLLM's index order.
         """
@@ -159,7 +165,11 @@ class RolloutWorker:
         for prompt in prompts:
             if not prompt.token_ids:
                 raise ValueError(f"prompt '{prompt.prompt_id}' has no token ids")
-        params = [self._sampling_params(sampling, first_group_id + i) for i in range(len(prompts))]
+        if group_ids is None:
+            group_ids = range(first_group_id, first_group_id + len(prompts))
+        elif len(group_ids) != len(prompts):
+            raise ValueError(f"{len(group_ids)} group ids for {len(prompts)} prompts")
+        params = [self._sampling_params(sampling, g) for g in group_ids]
         outputs = self.llm.generate(
             [TokensPrompt(prompt_token_ids=list(p.token_ids)) for p in prompts],
             params,
@@ -167,14 +177,14 @@ class RolloutWorker:
         )
         version = self._version
         rollouts = []
-        for i, (prompt, output) in enumerate(zip(prompts, outputs, strict=True)):
+        for group_id, prompt, output in zip(group_ids, prompts, outputs, strict=True):
             prompt_text = prompt.text or self._tokenizer.decode(prompt.token_ids)
             for completion in output.outputs:
                 ids = list(completion.token_ids)
                 rollouts.append(
                     Rollout(
                         prompt_id=prompt.prompt_id,
-                        group_id=first_group_id + i,
+                        group_id=group_id,
                         prompt_ids=list(prompt.token_ids),
                         completion_ids=ids,
                         rollout_logprobs=_sampled_logprobs(completion, ids, prompt.prompt_id),

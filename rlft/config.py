@@ -156,6 +156,10 @@ class RolloutConfig(Section):
     """GPUs per engine (tensor parallelism); 1 on CPU."""
     engine_kwargs: dict[str, Any] = {}
     """Extra keyword arguments for the vLLM engine, over rlft's defaults."""
+    weight_sync: Literal["shm", "object_store"] = "shm"
+    """How new weights reach the engines: ``shm`` (safetensors files in /dev/shm, same machine) or ``object_store`` (Ray object store, across machines)."""
+    weight_sync_params: dict[str, Any] = {}
+    """Backend options, e.g. ``{bucket_bytes: 67108864}`` (checked when the backend is built)."""
 
     @field_validator("top_k")
     @classmethod

@@ -1,0 +1,142 @@
+"""The roles of a run as typed groups, built from a ``RunConfig``: what the driver talks to.
+
+* ``RolloutGroup``: ``rollout.num_workers`` RolloutWorkers; prompts are spread across them by
+  estimated cost (longest first), group ids stay global, results come back in prompt order.
+* ``LearnerGroup``: ``learner.num_ranks`` LearnerWorkers in one torch.distributed group; a batch is
+  sharded across ranks; weights are pushed to the rollout engines straight from rank 0 (they never
+  pass through the driver).
+
+Each actor receives only its own config sections.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Mapping
+from dataclasses import asdict
+from typing import Any
+
+import ray
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+from actors.group import WorkerGroup
+from actors.learner import LearnerWorker
+from actors.rollout import RolloutWorker
+from actors.weight_sync import SyncStats, make_weight_sync
+from rlft.balance import assign_balanced
+from rlft.config import RunConfig
+from rlft.types import Prompt, Rollout, SamplingSettings, TrainBatch
+
+
+class RolloutGroup:
+    """The rollout engines of a run."""
+
+    def __init__(self, cfg: RunConfig, model_path: str):
+        rollout, model, cluster = cfg.rollout, cfg.model, cfg.cluster
+        self.workers: WorkerGroup[RolloutWorker] = WorkerGroup(
+            "rollout",
+            RolloutWorker,
+            rollout.num_workers,
+            args=lambda rank: ((model_path, rollout, model), {"seed": cfg.seed, "worker_index": rank}),
+            num_cpus=cluster.rollout_cpus_per_worker,
+            num_gpus=cluster.rollout_gpus_per_worker * rollout.tensor_parallel_size,
+            strategy=cluster.placement_strategy,
+        )
+        self.workers.call(RolloutWorker.ready)
+
+    def generate(self, prompts: list[Prompt], sampling: SamplingSettings) -> list[Rollout]:
+        """``sampling.n`` rollouts per prompt; prompt ``i`` of the list has group id ``i``."""
+        costs = [len(p.token_ids) + sampling.max_new_tokens for p in prompts]
+        bins = assign_balanced(costs, self.workers.n)
+        per_rank = [([prompts[i] for i in b], sampling, 0, b) for b in bins]
+        results = self.workers.call_each(RolloutWorker.generate, per_rank)
+        by_group: dict[int, list[Rollout]] = {}
+        for rollouts in results:
+            for r in rollouts:
+                by_group.setdefault(r.group_id, []).append(r)
+        return [r for g in range(len(prompts)) for r in by_group.get(g, [])]
+
+    def versions(self) -> list[int]:
+        return self.workers.call(RolloutWorker.version)
+
+    def shutdown(self) -> None:
+        self.workers.shutdown()
+
+
+class LearnerGroup:
+    """The data-parallel learner ranks of a run (rank 0 holds the full weights for syncs)."""
+
+    def __init__(self, cfg: RunConfig, model_path: str, *, total_steps: int):
+        cluster, n = cfg.cluster, cfg.learner.num_ranks
+        # Rank 0's node hosts the rendezvous: find its address and a free port there first.
+        group: WorkerGroup[LearnerWorker] = WorkerGroup(
+            "learner",
+            LearnerWorker,
+            n,
+            num_cpus=cluster.learner_cpus_per_rank,
+            num_gpus=cluster.learner_gpus_per_rank,
+            strategy=cluster.placement_strategy,
+            start=False,
+        )
+        addr, port = ray.get(
+            _free_port.options(
+                num_cpus=0,
+                scheduling_strategy=PlacementGroupSchedulingStrategy(
+                    placement_group=group.placement_group, placement_group_bundle_index=0
+                ),
+            ).remote()
+        )
+        group.start(
+            lambda rank: (
+                (rank, n, addr, port, model_path, cfg.model, cfg.learner, cfg.algo),
+                {
+                    "temperature": cfg.rollout.temperature,
+                    "max_len": cfg.rollout.max_new_tokens,
+                    "total_steps": total_steps,
+                    "seed": cfg.seed,
+                },
+            )
+        )
+        self.workers = group
+        self.n = n
+        self.sync_backend = cfg.rollout.weight_sync
+        self.sync_params = dict(cfg.rollout.weight_sync_params)
+
+    def train_step(self, batch: TrainBatch) -> dict[str, float]:
+        """One learner step on ``batch`` (sharded across ranks); the global metrics."""
+        shards = [(batch.shard(rank, self.n),) for rank in range(self.n)]
+        return self.workers.call_each(LearnerWorker.train_step, shards)[0]
+
+    def push_weights(self, rollouts: RolloutGroup, version: int) -> SyncStats:
+        """Make every rollout engine serve the learner's current weights as ``version``."""
+        results = self.workers.call(
+            LearnerWorker.push_weights,
+            self.sync_backend,
+            self.sync_params,
+            version,
+            rollouts.workers.actors,
+        )
+        return results[0]
+
+    def save_pretrained(self, path: str) -> str:
+        return self.workers.call(LearnerWorker.save_pretrained, path)[0]
+
+    def shutdown(self) -> None:
+        try:
+            self.workers.call(LearnerWorker.close)
+        finally:
+            self.workers.shutdown()
+
+
+@ray.remote
+def _free_port() -> tuple[str, int]:
+    """The node's IP and a TCP port that is free on it right now (torch.distributed rendezvous)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("", 0))
+        port = s.getsockname()[1]
+    return ray.util.get_node_ip_address(), port
+
+
+def sync_metrics(stats: SyncStats) -> Mapping[str, Any]:
+    """``SyncStats`` as ``sync/<field>`` metrics."""
+    return {f"sync/{k}": v for k, v in asdict(stats).items()}
