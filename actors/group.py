@@ -119,13 +119,17 @@ class WorkerGroup(Generic[T]):
         return self.gather(self.submit(method, *args, **kwargs))
 
     def call_each(
-        self, method: Callable[Concatenate[T, P], R], per_rank: Sequence[tuple[Any, ...]]
+        self,
+        method: Callable[Concatenate[T, P], R],
+        per_rank: Sequence[tuple[Any, ...]],
+        **common: Any,
     ) -> list[R]:
-        """Call ``method`` on worker ``i`` with ``per_rank[i]`` (positional arguments)."""
+        """Call ``method`` on worker ``i`` with ``per_rank[i]`` (positional arguments) and the
+        keyword arguments ``common`` shared by all."""
         if len(per_rank) != self.n:
             raise ValueError(f"{len(per_rank)} argument sets for {self.n} {self.role} workers")
         name = self._name(method)
-        refs = [getattr(actor, name).remote(*a) for actor, a in zip(self._actors, per_rank)]
+        refs = [getattr(actor, name).remote(*a, **common) for actor, a in zip(self._actors, per_rank)]
         return self.gather(refs)
 
     def submit(

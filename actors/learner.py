@@ -33,6 +33,7 @@ import torch.distributed as dist
 from rlft.algorithms import KL_ESTIMATORS
 from rlft.config import AlgoConfig, LearnerConfig, ModelConfig
 from rlft.training import (
+    SFT_OBJECTIVE,
     Objective,
     chunks,
     counted_sequences,
@@ -146,11 +147,19 @@ class LearnerWorker:
     # ------------------------------------------------------------------------------------------
     # The train step
 
-    def train_step(self, shard: TrainBatch) -> dict[str, float]:
+    def train_step(
+        self, shard: TrainBatch, *, supervised: bool = False, lr: float | None = None
+    ) -> dict[str, float]:
         """Apply ``mini_batches x ppo_epochs`` optimizer steps to this rank's shard; the metrics
-        describe the global batch and are identical on every rank."""
+        describe the global batch and are identical on every rank.
+
+        ``supervised``: an SFT step (negative log-likelihood of the completion tokens, token-mean,
+        no KL) on the same model and optimizer. ``lr`` replaces ``learner.lr`` as the peak learning
+        rate of this step (a stage's own rate); the schedule still applies."""
         cfg = self.cfg
-        lr = cfg.lr * lr_factor(
+        objective = SFT_OBJECTIVE if supervised else self.objective
+        metric_names = loss_metric_names(objective) if supervised else self.loss_metric_names
+        lr = (cfg.lr if lr is None else lr) * lr_factor(
             self.version, warmup_steps=cfg.warmup_steps, total_steps=self.total_steps, schedule=cfg.lr_schedule
         )
         for group in self.optimizer.param_groups:
@@ -164,11 +173,11 @@ class LearnerWorker:
         # completion of the global batch (the same on every rank, whatever the split)
         longest = max((len(s.completion_ids) for s in shard.samples), default=1)
         max_len = self.max_len or int(self._all_reduce(torch.tensor([longest]), op=dist.ReduceOp.MAX))
-        if cfg.ppo_epochs > 1 or cfg.mini_batches > 1 or self.ref_model is not None:
-            self._fill_step_start_logprobs(plan)
+        if cfg.ppo_epochs > 1 or cfg.mini_batches > 1 or (self.ref_model is not None and not supervised):
+            self._fill_step_start_logprobs(plan, reference=not supervised)
 
         names = ["loss", "policy_loss", "kl_loss", "entropy", "kl", "mismatch_sum", "mismatch_tokens",
-                 "mismatch_max", "token_passes", *self.loss_metric_names]
+                 "mismatch_max", "token_passes", *metric_names]
         acc = {k: torch.zeros((), dtype=torch.float64, device=self.device) for k in names}
         grad_norms, skipped = [], 0
         for epoch in range(cfg.ppo_epochs):
@@ -176,16 +185,16 @@ class LearnerWorker:
                 norms = dict(zip(("global_tokens", "global_seqs"), counts[k].tolist()), max_len=max_len)
                 bad = torch.zeros((), dtype=torch.bool, device=self.device)
                 for m in micros:
-                    bad |= ~torch.isfinite(self._backward(m, norms, acc, first_pass=epoch == 0))
+                    bad |= ~torch.isfinite(self._backward(objective, m, norms, acc, first_pass=epoch == 0))
                 norm, was_skipped = self._optimizer_step(bad)
                 grad_norms.append(norm)
                 skipped += was_skipped
         self.version += 1
         self.skipped_total += skipped
-        return self._metrics(acc, counts, grad_norms, skipped, lr)
+        return self._metrics(acc, counts, grad_norms, skipped, lr, metric_names)
 
     def _backward(
-        self, m: _Micro, norms: dict[str, Any], acc: dict[str, torch.Tensor], first_pass: bool
+        self, objective: Objective, m: _Micro, norms: dict[str, Any], acc: dict[str, torch.Tensor], first_pass: bool
     ) -> torch.Tensor:
         """Forward and backward of one micro-batch (gradients accumulate in ``.grad``); adds its
         metric sums to ``acc`` and returns its detached loss."""
@@ -199,7 +208,7 @@ class LearnerWorker:
             acc["mismatch_max"] = torch.maximum(acc["mismatch_max"], peak.double())
             acc["mismatch_tokens"] += m.mask.sum()
         out = micro_batch_loss(
-            self.objective,
+            objective,
             logprobs=logprobs,
             old_logprobs=old,
             advantages=m.advantages,
@@ -234,7 +243,7 @@ class LearnerWorker:
         return plan
 
     @torch.no_grad()
-    def _fill_step_start_logprobs(self, plan: list[list[_Micro]]) -> None:
+    def _fill_step_start_logprobs(self, plan: list[list[_Micro]], reference: bool = True) -> None:
         """``old_logprobs`` (the policy at step start, fixed across epochs and mini-batches) and the
         reference model's log-probs, in one no-grad pass. With one epoch and one mini-batch the old
         log-probs come for free from the training forward itself and are not computed here."""
@@ -243,7 +252,7 @@ class LearnerWorker:
             for m in micros:
                 if need_old:
                     m.old_logprobs = self._logprobs(self.model, m)
-                if self.ref_model is not None:
+                if self.ref_model is not None and reference:
                     m.ref_logprobs = self._logprobs(self.ref_model, m)
 
     def _logits(self, model: torch.nn.Module, m: _Micro) -> torch.Tensor:
@@ -283,6 +292,7 @@ class LearnerWorker:
         grad_norms: list[float],
         skipped: int,
         lr: float,
+        metric_names: list[str],
     ) -> dict[str, float]:
         """Global metrics: sums over ranks, token-weighted means for per-token quantities, means
         over optimizer steps for losses and gradient norms."""
@@ -296,7 +306,7 @@ class LearnerWorker:
             "loss": s["loss"] / steps,
             "policy_loss": s["policy_loss"] / steps,
             "entropy": s["entropy"] / passes,
-            **{name: s[name] / passes for name in self.loss_metric_names},
+            **{name: s[name] / passes for name in metric_names},
             "grad_norm": sum(grad_norms) / steps,
             "lr": lr,
             "tokens": float(counts[:, 0].sum()),

@@ -102,10 +102,13 @@ class LearnerGroup:
         self.sync_backend = cfg.rollout.weight_sync
         self.sync_params = dict(cfg.rollout.weight_sync_params)
 
-    def train_step(self, batch: TrainBatch) -> dict[str, float]:
-        """One learner step on ``batch`` (sharded across ranks); the global metrics."""
+    def train_step(
+        self, batch: TrainBatch, *, supervised: bool = False, lr: float | None = None
+    ) -> dict[str, float]:
+        """One learner step on ``batch`` (sharded across ranks); the global metrics.
+        ``supervised`` makes it an SFT step; ``lr`` overrides the peak learning rate."""
         shards = [(batch.shard(rank, self.n),) for rank in range(self.n)]
-        return self.workers.call_each(LearnerWorker.train_step, shards)[0]
+        return self.workers.call_each(LearnerWorker.train_step, shards, supervised=supervised, lr=lr)[0]
 
     def push_weights(self, rollouts: RolloutGroup, version: int) -> SyncStats:
         """Make every rollout engine serve the learner's current weights as ``version``."""

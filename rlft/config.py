@@ -288,6 +288,35 @@ class CheckpointConfig(Section):
     """Write a checkpoint when the run is interrupted (Ctrl-C / SIGTERM)."""
 
 
+class StageConfig(Section):
+    kind: Literal["sft", "rl"]
+    """``sft``: supervised steps on prompt + reference completion (loss on response tokens only);
+    ``rl``: the sample -> score -> learn loop."""
+    steps: Annotated[int, Field(ge=1)]
+    """Learner steps in this stage."""
+    name: str | None = None
+    """Label in logs and metrics; defaults to ``<kind><index>``."""
+    lr: Positive | None = None
+    """Peak learning rate of this stage; None uses ``learner.lr``."""
+    batch_size: Annotated[int, Field(ge=1)] = 64
+    """SFT only: examples per step (RL steps use rollout.prompts_per_step x group_size)."""
+
+
+class EvalConfig(Section):
+    every: Annotated[int, Field(ge=0)] = 0
+    """Evaluate every this many RL steps; 0: only before and after each RL stage."""
+    num_prompts: Annotated[int, Field(ge=1)] | None = None
+    """Held-out prompts per evaluation; None uses the whole held-out split."""
+    pass_k: Annotated[int, Field(ge=0)] = 4
+    """k of pass@k (k samples per prompt at ``temperature``); 0 skips pass@k."""
+    temperature: NonNegative = 1.0
+    """Sampling temperature of the pass@k samples (accuracy is always greedy)."""
+
+
+def _default_stages() -> list[StageConfig]:
+    return [StageConfig(kind="sft", steps=60, lr=3e-3), StageConfig(kind="rl", steps=40)]
+
+
 class RunConfig(Section):
     """The whole run. Each actor receives only its own section."""
 
@@ -317,6 +346,10 @@ class RunConfig(Section):
     """Ray cluster and per-role resources."""
     checkpoint: CheckpointConfig = CheckpointConfig()
     """Checkpointing and resume."""
+    stages: list[StageConfig] = Field(default_factory=_default_stages, min_length=1)
+    """The run as a list of stages, e.g. SFT warm-up then RL."""
+    evaluation: EvalConfig = EvalConfig()
+    """Held-out evaluation: greedy accuracy and pass@k."""
 
     @model_validator(mode="before")
     @classmethod

@@ -27,7 +27,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from rlft.algorithms import KL_ESTIMATORS, PolicyLossInputs, aggregate, compute_policy_loss
+from rlft.algorithms import KL_ESTIMATORS, LossOutput, PolicyLossInputs, aggregate, compute_policy_loss
 
 Schedule = Literal["constant", "linear", "cosine"]
 
@@ -181,6 +181,10 @@ class Objective:
     tis_cap: float | None = None
     kl_estimator: str = "k3"
     kl_coef: float = 0.0  # > 0 adds ``kl_coef * aggregate(KL)`` to the loss
+    supervised: bool = False  # SFT: negative log-likelihood of the completion tokens, no policy loss
+
+
+SFT_OBJECTIVE = Objective("sft", {}, "token-mean", supervised=True)
 
 
 @dataclass(frozen=True)
@@ -217,7 +221,10 @@ def micro_batch_loss(
     tensor(-0.5000)
     """
     inputs = PolicyLossInputs(logprobs, old_logprobs, advantages, mask, rollout_logprobs)
-    out = compute_policy_loss(objective.loss_name, inputs, objective.loss_params, tis_cap=objective.tis_cap)
+    if objective.supervised:  # SFT: -log pi of each response token; advantages are ignored
+        out = LossOutput(-logprobs * mask)
+    else:
+        out = compute_policy_loss(objective.loss_name, inputs, objective.loss_params, tis_cap=objective.tis_cap)
     norm = dict(global_tokens=max(global_tokens, 1.0), global_seqs=max(global_seqs, 1.0), max_len=max_len)
     policy = aggregate(out.per_token, mask, objective.aggregation, **norm)
     n_tokens = mask.sum()
@@ -235,6 +242,8 @@ def micro_batch_loss(
 def loss_metric_names(objective: Objective) -> list[str]:
     """Names of the metrics the configured loss reports, found by running it on a 1x1 dummy batch:
     every rank needs the same list before any collective, even a rank with no samples."""
+    if objective.supervised:
+        return []
     one = torch.zeros(1, 1)
     inputs = PolicyLossInputs(one, one, one, torch.ones(1, 1), one)
     out = compute_policy_loss(objective.loss_name, inputs, objective.loss_params, tis_cap=objective.tis_cap)

@@ -34,6 +34,7 @@ def test_fan_out_scatter_and_errors(ray_session):
         assert group.call(Echo.whoami) == ["w0", "w1"]
         assert group.call(Echo.add, 1, y=2) == [3, 103]
         assert group.call_each(Echo.add, [(5,), (7,)]) == [5, 107]
+        assert group.call_each(Echo.add, [(5,), (7,)], y=1) == [6, 108]
         refs = group.submit(Echo.add, 10)
         assert group.gather(refs) == [10, 110]
         assert len(set(group.call(Echo.pid))) == 2  # one process per worker

@@ -297,3 +297,19 @@ def test_micro_batches_add_up_to_the_full_batch(seed, cut, mode, loss):
     b_loss, b_grad = run(slice(cut, 6))
     assert_close(a_loss + b_loss, full_loss, atol=1e-6, rtol=1e-6)
     assert_close(torch.cat([a_grad, b_grad]), full_grad, atol=1e-6, rtol=1e-6)
+
+
+def test_supervised_objective_is_the_token_mean_nll():
+    from rlft.training import SFT_OBJECTIVE, loss_metric_names, micro_batch_loss
+
+    logprobs = torch.tensor([[-1.0, -2.0, -9.0]], requires_grad=True)
+    mask = torch.tensor([[1.0, 1.0, 0.0]])
+    out = micro_batch_loss(
+        SFT_OBJECTIVE, logprobs=logprobs, old_logprobs=logprobs.detach(), advantages=torch.zeros(1, 3),
+        mask=mask, global_tokens=4, global_seqs=1, max_len=3,
+    )
+    # (1 + 2) / 4 global tokens; the masked token and the (zero) advantages play no part
+    torch.testing.assert_close(out.loss, torch.tensor(0.75))
+    out.loss.backward()
+    torch.testing.assert_close(logprobs.grad, torch.tensor([[-0.25, -0.25, 0.0]]))
+    assert loss_metric_names(SFT_OBJECTIVE) == []
