@@ -1,6 +1,10 @@
 """The ``rlft`` command line.
 
-    rlft check [CONFIG.yaml] [dotted.key=value ...]   validate a config and print it resolved
+    rlft train [CONFIG.yaml] [dotted.key=value ...]   run locally on an embedded Ray (or join a cluster)
+    rlft check [CONFIG.yaml] [dotted.key=value ...]   validate config, data and model; print the config
+
+Without CONFIG both use the embedded default (``launch/embedded.yaml``): the built-in tiny model and
+arithmetic task.
 
 Run ``rlft <command> --help`` for each command's options.
 """
@@ -15,7 +19,10 @@ import rlft
 from rlft.algorithms import ADVANTAGES, AGGREGATION_MODES, KL_ESTIMATORS, POLICY_LOSSES
 from rlft.algorithms.registry import ParamError, RegistryError
 from rlft.config import ConfigError, dump_config, load_config, save_config
+from rlft.data.loading import DataError
 from rlft.plugins import PluginError
+
+EMBEDDED = Path(__file__).with_name("embedded.yaml")
 
 
 def _config_args(p: argparse.ArgumentParser) -> None:
@@ -42,10 +49,38 @@ def _split_config(args: argparse.Namespace) -> tuple[str | None, list[str]]:
     return config, overrides
 
 
-def cmd_check(args: argparse.Namespace) -> int:
+def _load(args: argparse.Namespace):
     config, overrides = _split_config(args)
-    cfg = load_config(config, overrides)
-    print(f"# rlft {rlft.__version__}: config {'defaults' if config is None else config} is valid")
+    return config, load_config(config or EMBEDDED, overrides)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from launch.train import new_run_dir, print_summary, train
+
+    config, cfg = _load(args)
+    run_dir = Path(args.run_dir) if args.run_dir else new_run_dir(cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    print(f"rlft: run '{cfg.name}' from {config or 'the embedded default'} in {run_dir}", flush=True)
+    try:
+        summary = train(cfg, run_dir, address=args.address, quiet=args.quiet)
+    except KeyboardInterrupt:
+        print(f"rlft: interrupted; actors stopped. Run directory: {run_dir}", file=sys.stderr)
+        return 130
+    print_summary(summary, run_dir)
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    config, cfg = _load(args)
+    if not args.config_only:
+        import tempfile
+
+        from launch.train import prepare
+
+        with tempfile.TemporaryDirectory() as tmp:
+            for note in prepare(cfg, Path(tmp)).notes:
+                print(f"# {note}")
+    print(f"# rlft {rlft.__version__}: config {config or 'embedded default'} is valid")
     print(dump_config(cfg), end="")
     print("# registered: advantages", ", ".join(ADVANTAGES.names()))
     print("#             policy losses", ", ".join(POLICY_LOSSES.names()))
@@ -64,14 +99,33 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"rlft {rlft.__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
+    train = sub.add_parser(
+        "train",
+        help="train: SFT/RL stages on an embedded local Ray, or on a cluster with --address",
+        description="Run the stages of CONFIG (default: the embedded tiny model and arithmetic task). "
+        "Starts and stops a local Ray unless --address or RAY_ADDRESS names a cluster. Each run writes "
+        "runs/<name>-<timestamp>/ (config.yaml, metrics.jsonl, summary.json, checkpoints/). Ctrl-C stops "
+        "cleanly: every actor is shut down.",
+    )
+    _config_args(train)
+    train.add_argument("--address", help="Ray cluster to join (default: RAY_ADDRESS, else an embedded Ray)")
+    train.add_argument("--run-dir", help="run directory (default: <logging.run_root>/<name>-<timestamp>)")
+    train.add_argument("-q", "--quiet", action="store_true", help="no per-step console lines")
+    train.set_defaults(func=cmd_train)
+
     check = sub.add_parser(
         "check",
-        help="validate a config (keys, values, algorithm names and hyperparameters) and print it resolved",
-        description="Load CONFIG (or the defaults), apply the overrides, validate everything, and print "
-        "the resolved config as YAML. Exits 2 with the bad fields named when it is invalid.",
+        help="validate config, data and model without training, and print the resolved config",
+        description="Load CONFIG (or the embedded default), apply the overrides, validate every key, "
+        "value, algorithm name and hyperparameter, load and check the data (fields, empty and too long "
+        "prompts) and the model's tokenizer, then print the resolved config as YAML. Exits 2 naming "
+        "what is wrong.",
     )
     _config_args(check)
     check.add_argument("-o", "--output", help="also write the resolved config to this YAML file")
+    check.add_argument(
+        "--config-only", action="store_true", help="validate the config alone (skip data and model checks)"
+    )
     check.set_defaults(func=cmd_check)
     return parser
 
@@ -81,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, ParamError, RegistryError, PluginError) as err:
+    except (ConfigError, ParamError, RegistryError, PluginError, DataError) as err:
         print(f"rlft: {err}", file=sys.stderr)
         return 2
 

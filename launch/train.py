@@ -1,0 +1,251 @@
+"""``rlft train``: build the real roles on Ray from a config and run the driver.
+
+Everything a run needs is resolved and checked before any actor starts (``prepare``): the model
+(``builtin:tiny`` is built locally into the run directory), the data (loaded, templated, length
+checked), the reward, and the SFT targets. Then Ray starts (embedded, or joined when an address is
+given), the rollout and learner groups start, and the driver runs the stages.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rlft.config import RunConfig, save_config
+from rlft.data import load_records, prepare_prompts
+from rlft.data.loading import BUILTIN_PREFIX, DataError, Record
+from rlft.driver import Driver, RunSummary
+from rlft.tasks import Task, get_task
+from rlft.types import Prompt, Rollout, TrainSample
+
+logger = logging.getLogger("rlft")
+
+
+@dataclass
+class Prepared:
+    """What ``prepare`` resolved: model path, prompts, SFT examples and the scorer."""
+
+    model_path: str
+    train_prompts: list[Prompt]
+    eval_prompts: list[Prompt]
+    sft_examples: list[TrainSample]
+    scorer: TaskScorer
+    notes: list[str]
+
+
+class TaskScorer:
+    """Scores completions with a built-in task's exact verifier (``reward.functions`` empty)."""
+
+    def __init__(self, task: Task):
+        self.task = task
+
+    def score(self, rollouts: list[Rollout]) -> list[float | None]:
+        return [self.task.score(r.completion, str(r.metadata.get("answer"))) for r in rollouts]
+
+
+def task_of(cfg: RunConfig) -> Task:
+    """The built-in task whose verifier scores this run; other data needs reward functions."""
+    src = cfg.data.train_path
+    if cfg.reward.functions:
+        raise DataError("custom reward.functions are not supported by this version; use a builtin: task")
+    if not src.startswith(BUILTIN_PREFIX):
+        raise DataError(
+            f"data.train_path {src!r} is not a built-in task, so rewards must be configured in "
+            "reward.functions"
+        )
+    return get_task(src[len(BUILTIN_PREFIX):].split(":")[0])
+
+
+def held_out_of(train_path: str) -> str:
+    """``builtin:<task>[:train]`` -> ``builtin:<task>:eval``; other data must name its eval_path."""
+    if not train_path.startswith(BUILTIN_PREFIX):
+        raise DataError("data.eval_path is required when data.train_path is not a built-in task")
+    return f"{BUILTIN_PREFIX}{train_path[len(BUILTIN_PREFIX):].split(':')[0]}:eval"
+
+
+def resolve_model(cfg: RunConfig, run_dir: Path) -> str:
+    """A local model directory: ``builtin:tiny`` is built (seeded) into the run directory."""
+    path = cfg.model.path
+    if path == "builtin:tiny":
+        from rlft.models import build_tiny_model
+
+        return str(build_tiny_model(run_dir / "base-model", seed=cfg.seed))
+    if path.startswith("builtin:"):
+        raise DataError(f"unknown built-in model {path!r}; available: builtin:tiny")
+    return path
+
+
+def prepare(cfg: RunConfig, run_dir: Path) -> Prepared:
+    """Resolve and check the model, data, reward and SFT targets; nothing starts on Ray."""
+    from transformers import AutoTokenizer
+
+    task = task_of(cfg)
+    model_path = resolve_model(cfg, run_dir)
+    tokenizer = AutoTokenizer.from_pretrained(cfg.model.tokenizer or model_path)
+    d = cfg.data
+    fields = dict(prompt_field=d.prompt_field, answer_field=d.answer_field, metadata_fields=d.metadata_fields)
+    train_records = load_records(d.train_path, **fields)
+    eval_src = d.eval_path or held_out_of(d.train_path)
+    eval_records = load_records(eval_src, **fields)
+    opts = dict(
+        chat_template=d.chat_template,
+        system_prompt=d.system_prompt,
+        max_prompt_tokens=d.max_prompt_tokens,
+        too_long=d.too_long,
+    )
+    train_prompts, train_report = prepare_prompts(train_records, tokenizer, **opts)
+    eval_prompts, _ = prepare_prompts(eval_records, tokenizer, **opts)
+    notes = [
+        f"model {model_path}",
+        f"data: {train_report.kept} train prompts ({train_report.skipped_too_long} skipped as too long), "
+        f"{len(eval_prompts)} held-out prompts from {eval_src}",
+    ]
+    sft = [] if not any(s.kind == "sft" for s in cfg.stages) else sft_examples(
+        train_records, train_prompts, task, tokenizer
+    )
+    return Prepared(model_path, train_prompts, eval_prompts, sft, TaskScorer(task), notes)
+
+
+def sft_examples(
+    records: list[Record], prompts: list[Prompt], task: Task, tokenizer: Any
+) -> list[TrainSample]:
+    """Prompt + reference completion (+ EOS) pairs; the loss covers the completion tokens only."""
+    by_id = {r.prompt_id: r for r in records}
+    out = []
+    for p in prompts:
+        ids = tokenizer(task.reference_completion(by_id[p.prompt_id]), add_special_tokens=False)["input_ids"]
+        ids = [*ids, tokenizer.eos_token_id]
+        out.append(TrainSample(list(p.token_ids), ids, [1.0] * len(ids)))
+    return out
+
+
+class RunDirSink:
+    """Metrics as one JSON object per line in ``metrics.jsonl`` and a compact console line."""
+
+    def __init__(self, run_dir: Path, quiet: bool = False):
+        self.path = run_dir / "metrics.jsonl"
+        self.quiet = quiet
+
+    def log(self, step: int, metrics: dict[str, Any]) -> None:
+        row = {"step": step, "time": time.time(), **metrics}
+        with self.path.open("a") as f:
+            f.write(json.dumps(row, default=float) + "\n")
+        if self.quiet:
+            return
+        keys = ("stage", "reward/mean", "learner/loss", "sft/loss", "learner/kl", "learner/entropy",
+                "eval/accuracy", "eval/pass@4", "time/step")
+        shown = [f"{k.split('/')[-1]}={_fmt(metrics[k])}" for k in keys if k in metrics]
+        print(f"step {step:4d}  " + "  ".join(shown), flush=True)
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) and math.isfinite(v) else str(v)
+
+
+def new_run_dir(cfg: RunConfig, root: str | None = None) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = Path(root or cfg.logging.run_root) / f"{cfg.name}-{stamp}"
+    suffix = 1
+    while path.exists():
+        suffix += 1
+        path = path.with_name(f"{cfg.name}-{stamp}-{suffix}")
+    path.mkdir(parents=True)
+    return path
+
+
+def train(cfg: RunConfig, run_dir: Path, *, address: str | None = None, quiet: bool = False) -> RunSummary:
+    """Run ``cfg`` in ``run_dir``; actors are stopped and an embedded Ray shut down on any exit."""
+    import ray
+
+    from actors.runtime import LearnerGroup, RolloutGroup, sync_metrics
+
+    save_config(cfg, run_dir / "config.yaml")
+    prepared = prepare(cfg, run_dir)
+    for note in prepared.notes:
+        print(f"rlft: {note}", flush=True)
+    address = address or cfg.cluster.address or os.environ.get("RAY_ADDRESS")
+    started_ray = not ray.is_initialized()
+    if started_ray:
+        if address:
+            ray.init(address=address)
+        else:
+            ray.init(num_cpus=cfg.cluster.num_cpus, include_dashboard=False, log_to_driver=not quiet)
+    groups: list[Any] = []
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        rollouts = RolloutGroup(cfg, prepared.model_path)
+        groups.append(rollouts)
+        total = sum(s.steps for s in cfg.stages)
+        learners = LearnerGroup(cfg, prepared.model_path, total_steps=total)
+        groups.append(learners)
+
+        class Weights:
+            def push(self, version: int) -> dict[str, float]:
+                return dict(sync_metrics(learners.push_weights(rollouts, version)))
+
+        driver = Driver(
+            cfg,
+            engine=rollouts,
+            scorer=prepared.scorer,
+            learner=learners,
+            weights=Weights(),
+            train_prompts=prepared.train_prompts,
+            eval_prompts=prepared.eval_prompts,
+            sft_examples=prepared.sft_examples,
+            sink=RunDirSink(run_dir, quiet=quiet),
+            checkpoint_dir=str(run_dir / "checkpoints"),
+        )
+        summary = driver.run()
+        (run_dir / "summary.json").write_text(json.dumps(_summary_dict(summary), indent=2))
+        return summary
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        for group in reversed(groups):
+            try:
+                group.shutdown()
+            except Exception as err:  # keep shutting the others down
+                logger.warning("shutting down %s failed: %s", type(group).__name__, err)
+        if started_ray:
+            ray.shutdown()
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _summary_dict(summary: RunSummary) -> dict[str, Any]:
+    return {
+        "steps": summary.steps,
+        "version": summary.version,
+        "evaluations": summary.evaluations,
+        "checkpoints": summary.checkpoints,
+    }
+
+
+def print_summary(summary: RunSummary, run_dir: Path, out: Any = sys.stdout) -> None:
+    """Held-out accuracy before and after each RL stage, and where the run lives."""
+    print("\n=== rlft run summary ===", file=out)
+    for label, metrics in summary.evaluations.items():
+        parts = [f"{k.split('/')[-1]} {v:.3f}" for k, v in metrics.items() if k != "eval/prompts"]
+        print(f"  {label:<16} " + ", ".join(parts), file=out)
+    rl = [k[len("before_"):] for k in summary.evaluations if k.startswith("before_")]
+    for name in rl:
+        before = summary.evaluations[f"before_{name}"].get("eval/accuracy")
+        after = summary.evaluations.get(f"after_{name}", {}).get("eval/accuracy")
+        if before is not None and after is not None:
+            print(
+                f"  held-out accuracy before {name}: {before:.1%}, after: {after:.1%} "
+                f"({(after - before) * 100:+.1f} points)",
+                file=out,
+            )
+    print(f"  steps {summary.steps}, final checkpoint {summary.checkpoints[-1] if summary.checkpoints else '-'}",
+          file=out)
+    print(f"  run directory: {run_dir}", file=out)

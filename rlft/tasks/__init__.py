@@ -1,0 +1,56 @@
+"""Built-in procedural tasks: data generators with their own exact verifiers.
+
+A task is what ``builtin:<task>[:split]`` data sources read, and the reward used when a run lists
+no reward functions. Each one generates its prompts locally (nothing is downloaded) and
+deterministically for a seed.
+
+>>> task = get_task("arithmetic")
+>>> record = task.generate("eval", 1, seed=0)[0]
+>>> record.prompt, task.score(task.reference_completion(record), record.answer)
+('32+0=', 1.0)
+>>> get_task("sudoku")
+Traceback (most recent call last):
+...
+KeyError: "unknown built-in task 'sudoku'; available tasks: arithmetic"
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from rlft.data.loading import Record
+from rlft.tasks import arithmetic
+
+
+@dataclass(frozen=True)
+class Task:
+    """The functions of one built-in task (see ``rlft.tasks.arithmetic`` for the contract)."""
+
+    name: str
+    splits: tuple[str, ...]
+    generate: Callable[..., list[Record]]  # (split, n=None, *, seed) -> records
+    reference_completion: Callable[[Record], str]  # SFT target text, without EOS
+    score: Callable[[str, str], float]  # (completion, answer) -> reward in [0, 1]
+
+
+TASKS: dict[str, Task] = {
+    arithmetic.NAME: Task(
+        name=arithmetic.NAME,
+        splits=arithmetic.SPLITS,
+        generate=arithmetic.generate,
+        reference_completion=arithmetic.reference_completion,
+        score=arithmetic.score,
+    ),
+}
+
+
+def get_task(name: str) -> Task:
+    """The built-in task called ``name``; a ``KeyError`` lists the available ones."""
+    try:
+        return TASKS[name]
+    except KeyError:
+        raise KeyError(f"unknown built-in task '{name}'; available tasks: {', '.join(sorted(TASKS))}") from None
+
+
+__all__ = ["TASKS", "Task", "get_task"]

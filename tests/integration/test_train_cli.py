@@ -1,0 +1,85 @@
+"""``rlft train`` as a user runs it: a short real run on an embedded Ray, and a clean Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+RLFT = str(Path(sys.executable).parent / "rlft")
+SHORT = [
+    "stages=[{kind: sft, steps: 3, batch_size: 16}, {kind: rl, steps: 2}]",
+    "rollout.prompts_per_step=4",
+    "rollout.group_size=4",
+    "evaluation.num_prompts=8",
+    "evaluation.pass_k=2",
+]
+
+
+def _session_processes(sid: int) -> list[psutil.Process]:
+    out = []
+    for p in psutil.process_iter(["pid"]):
+        try:
+            if os.getsid(p.pid) == sid:
+                out.append(p)
+        except (ProcessLookupError, PermissionError, psutil.Error):
+            pass
+    return out
+
+
+def test_short_train_run_writes_the_run_directory(tmp_path):
+    run_dir = tmp_path / "run"
+    out = subprocess.run(
+        [RLFT, "train", *SHORT, "--run-dir", str(run_dir)],
+        capture_output=True, text=True, timeout=900, cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "held-out accuracy before rl1:" in out.stdout and f"run directory: {run_dir}" in out.stdout
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    stages = [r.get("stage") for r in rows if "stage" in r]
+    assert stages == ["sft0"] * 3 + ["rl1"] * 2
+    rl = [r for r in rows if r.get("stage") == "rl1"]
+    assert all("reward/mean" in r and "learner/loss" in r and "sync/bytes" in r for r in rl)
+    assert [r["version"] for r in rl] == [4, 5]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert set(summary["evaluations"]) == {"before_rl1", "after_rl1"}
+    assert "eval/pass@2" in summary["evaluations"]["after_rl1"]
+    assert (run_dir / "config.yaml").is_file()
+    from transformers import AutoModelForCausalLM
+
+    final = Path(summary["checkpoints"][-1])
+    assert final.name == "step-000005"
+    AutoModelForCausalLM.from_pretrained(final)  # a plain Hugging Face model directory
+
+
+def test_ctrl_c_stops_cleanly_and_leaves_nothing_running(tmp_path):
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen(
+        [RLFT, "train", "stages=[{kind: sft, steps: 100000, batch_size: 8}]", "--run-dir", str(run_dir)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path, start_new_session=True,
+    )
+    metrics = run_dir / "metrics.jsonl"
+    deadline = time.time() + 600
+    while not (metrics.exists() and metrics.read_text().count("\n") >= 2):
+        assert proc.poll() is None, proc.stdout.read()[-3000:]
+        assert time.time() < deadline, "the run did not start training in time"
+        time.sleep(1)
+    proc.send_signal(signal.SIGINT)
+    try:
+        output, _ = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail("rlft train did not stop within 120 s of Ctrl-C")
+    assert proc.returncode == 130, output[-3000:]
+    assert "interrupted; actors stopped" in output
+    deadline = time.time() + 30  # Ray's last processes may take a moment to exit
+    while (left := _session_processes(proc.pid)) and time.time() < deadline:
+        time.sleep(1)
+    assert left == [], [p.cmdline() for p in left]
