@@ -114,7 +114,8 @@ class Driver:
             start = self.clock()
             batch = TrainBatch([self.sft_examples[i] for i in self.sft_sampler.sample(stage.batch_size)])
             metrics = self.learner.train_step(batch, supervised=True, lr=stage.lr)
-            self._after_learner_step({f"sft/{k}": v for k, v in metrics.items()}, name, start)
+            self.version += 1
+            self._finish_step({f"sft/{k}": v for k, v in metrics.items()}, name, start)
         self._sync()  # the engines serve the warmed-up model from here on
 
     def run_rl(self, stage: StageConfig, name: str) -> None:
@@ -148,13 +149,15 @@ class Driver:
         if len(batch) == 0:  # everything filtered or failed: no update, nothing to sync
             logger.warning("step %d: no trainable samples (all groups filtered or failed)", self.step)
             metrics["batch/skipped"] = 1.0
-            self._after_learner_step(metrics, stage_name, start, learned=False)
+            self._finish_step(metrics, stage_name, start)
             return metrics
         learner_metrics = self.learner.train_step(batch, lr=lr)
-        timings["time/train"] = self.clock() - t
-        metrics.update({f"learner/{k}": v for k, v in learner_metrics.items()}, **timings)
-        self._after_learner_step(metrics, stage_name, start)
+        self.version += 1
+        timings["time/train"], t = self.clock() - t, self.clock()
         metrics.update(self._sync())
+        timings["time/sync"] = self.clock() - t
+        metrics.update({f"learner/{k}": v for k, v in learner_metrics.items()}, **timings)
+        self._finish_step(metrics, stage_name, start)
         return metrics
 
     # ------------------------------------------------------------------------------------------
@@ -204,9 +207,8 @@ class Driver:
     def _sync(self) -> dict[str, float]:
         return self.weights.push(self.version)
 
-    def _after_learner_step(self, metrics: dict[str, float], stage: str, start: float, learned: bool = True) -> None:
-        if learned:
-            self.version += 1
+    def _finish_step(self, metrics: dict[str, float], stage: str, start: float) -> None:
+        """Count the step, log it, and checkpoint on the configured cadence."""
         self.step += 1
         metrics.update({"step": float(self.step), "version": float(self.version), "time/step": self.clock() - start})
         self._log(metrics, stage)

@@ -17,7 +17,7 @@ from launch.train import train
 from rlft.config import load_config
 
 SFT_STEPS = 1000
-RL_STEPS = 200
+RL_STEPS = 300
 COMMON = ["evaluation.num_prompts=300", "evaluation.pass_k=0", "checkpoint.keep_last=1"]
 
 

@@ -97,6 +97,10 @@ def test_rl_step_runs_the_phases_in_order_and_advances_versions():
         "generate_greedy", "score",                       # evaluation after RL
     ]
     assert summary.version == 2 and summary.steps == 2
+    logged = [m for _, m in driver.sink.rows if m.get("stage") == "rl0"]
+    # every logged RL step carries its learner, reward and sync metrics and the new version
+    assert [(m["version"], m["sync/bytes"], "learner/loss" in m, "reward/mean" in m) for m in logged] == [
+        (1.0, 10.0, True, True), (2.0, 10.0, True, True)]
     batch = learner.batches[0][0]
     assert len(batch) == 12 and batch.samples[0].advantages  # 3 prompts x 4 completions
     assert set(summary.evaluations) == {"before_rl0", "after_rl0"}
