@@ -14,7 +14,7 @@ rlft.data.loading.DataError: ...qa.jsonl, line 3: missing field 'prompt'; the ro
 >>> load_records(path, metadata_fields=["level"])
 [Record(prompt_id='qa:0', prompt='1+1=', answer='2', metadata={'level': 'easy'})]
 >>> load_records("builtin:arithmetic:eval")[0].prompt
-'32+0='
+'57+44='
 
 ``transformers``, ``datasets`` and ``pyarrow`` are imported only by the readers that need them.
 """
@@ -105,7 +105,8 @@ def _to_records(
             raise DataError(f"{at}: expected a JSON object, got {type(row).__name__}")
         prompt = _required(row, fields.prompt, at)
         if not isinstance(prompt, str):
-            raise DataError(f"{at}: field '{fields.prompt}' must be a string, got {type(prompt).__name__}: {prompt!r:.60}")
+            kind = type(prompt).__name__
+            raise DataError(f"{at}: field '{fields.prompt}' must be a string, got {kind}: {prompt!r:.60}")
         if not prompt.strip():
             raise DataError(f"{at}: field '{fields.prompt}' is empty")
         answer = None
@@ -148,14 +149,21 @@ def _as_text(value: Any) -> str:
 
 
 def _read_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
-    with path.open(encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
+    # Bytes, decoded line by line, so a decoding error names its exact line; utf-8-sig on the first
+    # line accepts a byte-order mark, which editors on Windows write.
+    with path.open("rb") as f:
+        for line_no, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8-sig" if line_no == 1 else "utf-8")
+            except UnicodeDecodeError as err:
+                raise DataError(f"{path}, line {line_no}: not UTF-8 text ({err.reason})") from None
             if not line.strip():
                 continue
             try:
                 yield line_no, json.loads(line)
             except json.JSONDecodeError as err:
-                raise DataError(f"{path}, line {line_no}: invalid JSON ({err.msg} at column {err.colno})") from None
+                where = f"{path}, line {line_no}"
+                raise DataError(f"{where}: invalid JSON ({err.msg} at column {err.colno})") from None
 
 
 def _read_parquet(path: Path) -> Iterator[tuple[int, Any]]:
@@ -195,14 +203,17 @@ def _load_builtin(spec: str) -> list[Record]:
 
     parts = spec[len(BUILTIN_PREFIX):].split(":")
     if len(parts) > 2 or not parts[0]:
-        raise DataError(f"bad built-in data source '{spec}': expected builtin:<task> or builtin:<task>:<split>")
+        raise DataError(
+            f"bad built-in data source '{spec}': expected builtin:<task> or builtin:<task>:<split>"
+        )
     name, split = parts[0], parts[1] if len(parts) == 2 else "train"
     try:
         task = get_task(name)
     except KeyError as err:
         raise DataError(f"{spec}: {err.args[0]}") from None
     if split not in task.splits:
-        raise DataError(f"{spec}: task '{name}' has no split '{split}'; valid splits: {', '.join(task.splits)}")
+        valid = ", ".join(task.splits)
+        raise DataError(f"{spec}: task '{name}' has no split '{split}'; valid splits: {valid}")
     # A fixed seed: the built-in data set is the same in every run, so runs compare; the run's seed
     # varies the order in which the curriculum draws from it.
     return task.generate(split, seed=0)

@@ -53,7 +53,10 @@ class PromptReport:
         >>> PromptReport(10, 8, 2, 30, 32, False, ("a:1", "a:5")).summary()
         'prompts: 8 of 10 kept, longest 30 tokens (limit 32); 2 skipped as too long: a:1, a:5'
         """
-        text = f"prompts: {self.kept} of {self.total} kept, longest {self.max_tokens} tokens (limit {self.limit})"
+        text = (
+            f"prompts: {self.kept} of {self.total} kept, "
+            f"longest {self.max_tokens} tokens (limit {self.limit})"
+        )
         if self.skipped_too_long:
             more = ", ..." if self.skipped_too_long > len(self.skipped_ids) else ""
             text += f"; {self.skipped_too_long} skipped as too long: {', '.join(self.skipped_ids)}{more}"

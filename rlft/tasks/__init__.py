@@ -7,7 +7,7 @@ deterministically for a seed.
 >>> task = get_task("arithmetic")
 >>> record = task.generate("eval", 1, seed=0)[0]
 >>> record.prompt, task.score(task.reference_completion(record), record.answer)
-('32+0=', 1.0)
+('57+44=', 1.0)
 >>> get_task("sudoku")
 Traceback (most recent call last):
 ...
@@ -50,7 +50,8 @@ def get_task(name: str) -> Task:
     try:
         return TASKS[name]
     except KeyError:
-        raise KeyError(f"unknown built-in task '{name}'; available tasks: {', '.join(sorted(TASKS))}") from None
+        available = ", ".join(sorted(TASKS))
+        raise KeyError(f"unknown built-in task '{name}'; available tasks: {available}") from None
 
 
 __all__ = ["TASKS", "Task", "get_task"]

@@ -2,22 +2,24 @@ r"""The built-in task: add two small whole numbers, ``"37+85="`` -> ``"122"``.
 
 It is rlft's embedded default, the task on which the tests prove that GRPO learns, so it is built to
 be (a) checked exactly by a few lines of code, (b) within reach of the ~0.6M-parameter character
-model of ``rlft.models.build_tiny_model`` (every character is in its vocabulary, a prompt is at most
-8 characters and an answer at most 4), and (c) not solved by a short SFT warm-up: each answer digit
-depends on up to four prompt digits through the carries, and the most significant digit comes
-first, so it needs the carry *before* it has written the digit that causes it. An exact match needs
-every digit right, so per-digit skill of 80 % gives only about half the answers; sampling several
-completions per prompt finds the right one far more often than greedy decoding does, which is the
-signal that GRPO turns into accuracy.
+model of ``rlft.models.build_tiny_model`` (every character is in its vocabulary; a prompt has at
+most 6 characters and an answer at most 3), and (c) not solved at once: the most significant digit
+comes first, so the model must work out the carries before writing the digits that cause them, and
+an exact match needs every digit right. Measured with that model (plain torch, AdamW, batch 64,
+greedy accuracy on 500 eval prompts): SFT at lr 1e-3 stays under ~10 % for 400-1500 steps (the
+length of this plateau depends on the seed), then climbs from 20 % to 90 % within ~300 steps, so a
+warm-up is best stopped when eval accuracy first passes 20-40 %, not after a fixed step count.
+From there on-policy GRPO (32 prompts x 8 samples, temperature 1, lr 2e-4) added 2-20 points
+(mean 11) in 100 steps over six starts; lr 5e-4 and above collapsed to under 10 %.
 
 >>> train = generate("train", 3, seed=0)
 >>> [(r.prompt, r.answer) for r in train]
-[('91+48=', '139'), ('99+68=', '167'), ('24+80=', '104')]
->>> train[0].metadata
+[('10+27=', '37'), ('18+7=', '25'), ('32+7=', '39')]
+>>> train[1].metadata
 {'task': 'arithmetic', 'category': 'carry', 'difficulty': 1, 'digits': 2}
->>> reference_completion(train[0])
-'139'
->>> score("139", "139"), score(" 139 \nmore text", "139"), score("0139", "139")
+>>> reference_completion(train[1])
+'25'
+>>> score("25", "25"), score(" 25 \nmore text", "25"), score("025", "25")
 (1.0, 1.0, 0.0)
 
 Splits: a pair ``(a, b)`` belongs to ``eval`` when ``crc32("a+b=") % 10 == 0`` and to ``train``
@@ -78,7 +80,7 @@ def split_of(a: int, b: int) -> Split:
     would hold out whole classes of units digits, so the eval set would test patterns that training
     never showed.
 
-    >>> split_of(91, 48), split_of(0, 1)
+    >>> split_of(91, 48), split_of(0, 8)
     ('train', 'eval')
     """
     return "eval" if zlib.crc32(make_prompt(a, b).encode()) % EVAL_BUCKETS == 0 else "train"
@@ -120,7 +122,7 @@ def generate(
     and seeds refer to the same problem by the same id.
 
     >>> [r.prompt_id for r in generate("eval", 2, seed=1)]
-    ['arithmetic:44+51', 'arithmetic:75+59']
+    ['arithmetic:52+22', 'arithmetic:99+95']
     >>> generate("train", 5, seed=3) == generate("train", 5, seed=3)
     True
     >>> generate("valid", 1)
@@ -133,7 +135,9 @@ def generate(
     if n is None:
         n = min(DEFAULT_SIZES[split], len(pool))
     if not 0 < n <= len(pool):
-        raise ValueError(f"n must be in 1..{len(pool)} for split '{split}' with max_digits={max_digits}, got {n}")
+        raise ValueError(
+            f"n must be in 1..{len(pool)} for split '{split}' with max_digits={max_digits}, got {n}"
+        )
     # A string seed is hashed with SHA-512 by `random`, so the draw is the same on every platform and
     # Python version, and train/eval (or different max_digits) never share a random stream.
     rng = random.Random(f"{NAME}:{split}:{max_digits}:{seed}")
@@ -158,8 +162,8 @@ def _record(a: int, b: int) -> Record:
 def reference_completion(record: Record) -> str:
     """The SFT target: the answer's digits only; the trainer appends the tokenizer's EOS token.
 
-    >>> reference_completion(generate("train", 1, seed=0)[0])
-    '139'
+    >>> reference_completion(generate("eval", 1, seed=0)[0])
+    '101'
     """
     if record.answer is None:
         raise ValueError(f"record {record.prompt_id!r} has no answer to imitate")
