@@ -128,22 +128,26 @@ def sft_examples(
 
 
 class RunDirSink:
-    """Metrics as one JSON object per line in ``metrics.jsonl`` and a compact console line."""
+    """Metrics as one JSON object per line in ``metrics.jsonl``, and a compact line per step in
+    ``train.log`` and (unless quiet) on the console."""
 
     def __init__(self, run_dir: Path, quiet: bool = False):
         self.path = run_dir / "metrics.jsonl"
+        self.log_path = run_dir / "train.log"
         self.quiet = quiet
 
     def log(self, step: int, metrics: dict[str, Any]) -> None:
         row = {"step": step, "time": time.time(), **metrics}
         with self.path.open("a") as f:
             f.write(json.dumps(row, default=float) + "\n")
-        if self.quiet:
-            return
         keys = ("stage", "reward/mean", "learner/loss", "sft/loss", "learner/kl", "learner/entropy",
                 "eval/accuracy", "eval/pass@4", "time/step")
         shown = [f"{k.split('/')[-1]}={_fmt(metrics[k])}" for k in keys if k in metrics]
-        print(f"step {step:4d}  " + "  ".join(shown), flush=True)
+        line = f"step {step:4d}  " + "  ".join(shown)
+        with self.log_path.open("a") as f:
+            f.write(line + "\n")
+        if not self.quiet:
+            print(line, flush=True)
 
 
 def _fmt(v: Any) -> str:
@@ -163,14 +167,25 @@ def new_run_dir(cfg: RunConfig, root: str | None = None) -> Path:
 
 def train(cfg: RunConfig, run_dir: Path, *, address: str | None = None, quiet: bool = False) -> RunSummary:
     """Run ``cfg`` in ``run_dir``; actors are stopped and an embedded Ray shut down on any exit."""
+    save_config(cfg, run_dir / "config.yaml")
+    handler = logging.FileHandler(run_dir / "train.log")  # warnings of the driver and launcher
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(handler)
+    try:
+        prepared = prepare(cfg, run_dir)
+        for note in prepared.notes:
+            print(f"rlft: {note}", flush=True)
+        return _run_on_ray(cfg, run_dir, prepared, address=address, quiet=quiet)
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+
+
+def _run_on_ray(cfg: RunConfig, run_dir: Path, prepared: Prepared, *, address: str | None, quiet: bool) -> RunSummary:
     import ray
 
     from actors.runtime import LearnerGroup, RolloutGroup, sync_metrics
 
-    save_config(cfg, run_dir / "config.yaml")
-    prepared = prepare(cfg, run_dir)
-    for note in prepared.notes:
-        print(f"rlft: {note}", flush=True)
     address = address or cfg.cluster.address or os.environ.get("RAY_ADDRESS")
     started_ray = not ray.is_initialized()
     if started_ray:

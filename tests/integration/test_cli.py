@@ -22,7 +22,7 @@ def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
 def test_help_lists_commands():
     out = run("--help")
     assert out.returncode == 0
-    assert "check" in out.stdout and "validate a config" in out.stdout
+    assert "train" in out.stdout and "check" in out.stdout and "validate config, data and model" in out.stdout
     sub = run("check", "--help")
     assert sub.returncode == 0 and "KEY=VALUE" in sub.stdout and "--output" in sub.stdout
 

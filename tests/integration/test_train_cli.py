@@ -52,6 +52,8 @@ def test_short_train_run_writes_the_run_directory(tmp_path):
     assert set(summary["evaluations"]) == {"before_rl1", "after_rl1"}
     assert "eval/pass@2" in summary["evaluations"]["after_rl1"]
     assert (run_dir / "config.yaml").is_file()
+    log = (run_dir / "train.log").read_text()
+    assert log.count("stage=rl1") == 2 and log.count("stage=sft0") == 3
     from transformers import AutoModelForCausalLM
 
     final = Path(summary["checkpoints"][-1])
