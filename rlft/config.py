@@ -314,7 +314,7 @@ class EvalConfig(Section):
 
 
 def _default_stages() -> list[StageConfig]:
-    return [StageConfig(kind="sft", steps=60, lr=3e-3), StageConfig(kind="rl", steps=40)]
+    return [StageConfig(kind="rl", steps=100)]
 
 
 class RunConfig(Section):
@@ -347,7 +347,7 @@ class RunConfig(Section):
     checkpoint: CheckpointConfig = CheckpointConfig()
     """Checkpointing and resume."""
     stages: list[StageConfig] = Field(default_factory=_default_stages, min_length=1)
-    """The run as a list of stages, e.g. SFT warm-up then RL."""
+    """The run as a list of stages, e.g. SFT warm-up then RL; default: one RL stage of 100 steps."""
     evaluation: EvalConfig = EvalConfig()
     """Held-out evaluation: greedy accuracy and pass@k."""
 
