@@ -43,6 +43,7 @@ cores measured ~3x slower than one thread per reserved core on a loaded 2-core m
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import time
@@ -94,6 +95,19 @@ def request_seed(seed: int, group_id: int) -> int:
     return (seed * 0x9E3779B97F4A7C15 + group_id * 0xBF58476D1CE4E5B9 + 1) % (1 << 63)
 
 
+class _ExpectedReloadGaps(logging.Filter):
+    """Drops vLLM's "Failed to load weights" warning for layers an rlft sync leaves out on purpose:
+    a tied ``lm_head`` (its tensor is the embedding's, sent once under the embedding's name, and its
+    CPU kernel is rebuilt after the load) and rotary embeddings (no trained weights, only a cache).
+    Any other layer's warning still shows."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg != "%s: Failed to load weights" or not record.args:
+            return True
+        layer = str(record.args[0])
+        return not (layer == "ParallelLMHead" or layer.endswith("RotaryEmbedding"))
+
+
 class RolloutWorker:
     """Owns one ``vllm.LLM``; samples groups of completions and loads new policy weights."""
 
@@ -112,6 +126,9 @@ class RolloutWorker:
         from vllm import LLM
         from vllm.platforms import current_platform
 
+        logging.getLogger("vllm.model_executor.model_loader.reload.layerwise").addFilter(
+            _ExpectedReloadGaps()
+        )
         self._on_cpu = current_platform.is_cpu()
         threads = os.environ.get("OMP_NUM_THREADS", "")
         if self._on_cpu and threads.isdigit() and int(threads) > 0:
