@@ -140,6 +140,16 @@ def _free_port() -> tuple[str, int]:
     return ray.util.get_node_ip_address(), port
 
 
+class WeightPush:
+    """The driver's ``WeightSync``: learner rank 0 pushes to every rollout engine; sync metrics."""
+
+    def __init__(self, learners: LearnerGroup, rollouts: RolloutGroup):
+        self.learners, self.rollouts = learners, rollouts
+
+    def push(self, version: int) -> dict[str, float]:
+        return dict(sync_metrics(self.learners.push_weights(self.rollouts, version)))
+
+
 def sync_metrics(stats: SyncStats) -> Mapping[str, Any]:
     """``SyncStats`` as ``sync/<field>`` metrics."""
     return {f"sync/{k}": v for k, v in asdict(stats).items()}

@@ -53,24 +53,13 @@ import numpy as np
 import torch
 from annotated_types import Gt
 
-from actors.vllm_ext import ABORT_MARKER
+from actors.vllm_ext import ABORT_MARKER, SAFETENSORS_DTYPES
 from rlft.algorithms.registry import Registry
 
 DEFAULT_BUCKET_BYTES = 64 * 2**20
 
-# torch dtype <-> safetensors dtype code
-_ST_CODES = {
-    torch.float64: "F64",
-    torch.float32: "F32",
-    torch.float16: "F16",
-    torch.bfloat16: "BF16",
-    torch.int64: "I64",
-    torch.int32: "I32",
-    torch.int16: "I16",
-    torch.int8: "I8",
-    torch.uint8: "U8",
-    torch.bool: "BOOL",
-}
+# torch dtype -> safetensors dtype code: the inverse of the reader's table
+_ST_CODES = {dtype: code for code, dtype in SAFETENSORS_DTYPES.items()}
 
 
 @dataclass(frozen=True)

@@ -37,11 +37,6 @@ class HashReward:
         return [float(sum(r.completion_ids) % 3 == 0) for r in rollouts]
 
 
-class NoSync:
-    def push(self, version):
-        return {}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
@@ -53,7 +48,7 @@ def main() -> None:
 
     import ray
 
-    from actors.runtime import LearnerGroup, RolloutGroup, sync_metrics
+    from actors.runtime import LearnerGroup, RolloutGroup, WeightPush
     from rlft.config import load_config
     from rlft.driver import Driver
     from rlft.models import build_tiny_model
@@ -80,11 +75,8 @@ def main() -> None:
     rollouts = RolloutGroup(cfg, model_dir)
     learners = LearnerGroup(cfg, model_dir, total_steps=100)
 
-    class Weights:
-        def push(self, version):
-            return dict(sync_metrics(learners.push_weights(rollouts, version)))
-
-    driver = Driver(cfg, engine=rollouts, scorer=HashReward(), learner=learners, weights=Weights(),
+    driver = Driver(cfg, engine=rollouts, scorer=HashReward(), learner=learners,
+                    weights=WeightPush(learners, rollouts),
                     train_prompts=prompts)
     steps, phase = [], {"generate": [], "train": [], "sync": []}
     for i in range(rounds + 1):

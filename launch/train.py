@@ -184,7 +184,7 @@ def train(cfg: RunConfig, run_dir: Path, *, address: str | None = None, quiet: b
 def _run_on_ray(cfg: RunConfig, run_dir: Path, prepared: Prepared, *, address: str | None, quiet: bool) -> RunSummary:
     import ray
 
-    from actors.runtime import LearnerGroup, RolloutGroup, sync_metrics
+    from actors.runtime import LearnerGroup, RolloutGroup, WeightPush
 
     address = address or cfg.cluster.address or os.environ.get("RAY_ADDRESS")
     started_ray = not ray.is_initialized()
@@ -201,17 +201,12 @@ def _run_on_ray(cfg: RunConfig, run_dir: Path, prepared: Prepared, *, address: s
         total = sum(s.steps for s in cfg.stages)
         learners = LearnerGroup(cfg, prepared.model_path, total_steps=total)
         groups.append(learners)
-
-        class Weights:
-            def push(self, version: int) -> dict[str, float]:
-                return dict(sync_metrics(learners.push_weights(rollouts, version)))
-
         driver = Driver(
             cfg,
             engine=rollouts,
             scorer=prepared.scorer,
             learner=learners,
-            weights=Weights(),
+            weights=WeightPush(learners, rollouts),
             train_prompts=prepared.train_prompts,
             eval_prompts=prepared.eval_prompts,
             sft_examples=prepared.sft_examples,
