@@ -5,6 +5,8 @@
 * ``LearnerGroup``: ``learner.num_ranks`` LearnerWorkers in one torch.distributed group; a batch is
   sharded across ranks; weights are pushed to the rollout engines straight from rank 0 (they never
   pass through the driver).
+* ``RewardGroup``: ``reward.num_workers`` RewardWorkers (and the judge engine actor when
+  ``reward.judge`` is set); samples are split evenly across workers, outcomes combined by weight.
 
 Each actor receives only its own config sections.
 """
@@ -21,11 +23,14 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from actors.group import WorkerGroup
 from actors.learner import LearnerWorker
+from actors.reward import RewardWorker
 from actors.rollout import RolloutWorker
 from actors.weight_sync import SyncStats, make_weight_sync
 from rlft.balance import assign_balanced
-from rlft.config import RunConfig
-from rlft.types import Prompt, Rollout, SamplingSettings, TrainBatch
+from rlft.config import RewardFunctionConfig, RunConfig
+from rlft.types import Prompt, Rollout, SamplingSettings, Scores, TrainBatch
+from rewards.compose import combine
+from rewards.pool import Sample
 
 
 class RolloutGroup:
@@ -129,6 +134,84 @@ class LearnerGroup:
             self.workers.call(LearnerWorker.close)
         finally:
             self.workers.shutdown()
+
+
+class RewardGroup:
+    """The reward workers of a run (and its judge engine, for model-based rewards)."""
+
+    def __init__(
+        self,
+        cfg: RunConfig,
+        functions: list[RewardFunctionConfig],
+        *,
+        base_dir: str | None = None,
+        judge_model_path: str | None = None,
+    ):
+        r = cfg.reward
+        self.judge: Any = None
+        if r.judge is not None:
+            from actors.judge import JudgeWorker
+
+            self.judge = (
+                ray.remote(JudgeWorker)
+                .options(num_cpus=r.judge.num_cpus, num_gpus=r.judge.num_gpus)
+                .remote(judge_model_path or r.judge.model, r.judge, seed=cfg.seed)
+            )
+            ray.get(self.judge.ready.remote())
+        options = dict(
+            plugins=list(cfg.plugins),
+            base_dir=base_dir,
+            processes=r.processes_per_worker,
+            timeout_s=r.timeout_s,
+            memory_mb=r.memory_mb,
+            judge=self.judge,
+        )
+        self.workers: WorkerGroup[RewardWorker] = WorkerGroup(
+            "reward",
+            RewardWorker,
+            r.num_workers,
+            args=lambda rank: ((list(functions),), options),
+            num_cpus=cfg.cluster.reward_cpus_per_worker,
+            strategy=cfg.cluster.placement_strategy,
+        )
+        self.keys = self.workers.call(RewardWorker.ready)[0]
+        self.weights = {fc.key: fc.weight for fc in functions}
+        self.max_new_tokens = cfg.rollout.max_new_tokens
+        self.log_errors = r.log_errors
+
+    def score(self, rollouts: list[Rollout]) -> Scores:
+        """Every reward on every rollout, split evenly across the workers; the weighted totals."""
+        samples = [to_sample(r, self.max_new_tokens) for r in rollouts]
+        n = self.workers.n
+        size = -(-len(samples) // n) if samples else 0
+        parts = [(samples[i * size : (i + 1) * size],) for i in range(n)]
+        results = self.workers.call_each(RewardWorker.score, parts)
+        merged = {k: [o for res in results for o in res[k]] for k in self.keys}
+        return combine(merged, self.weights, samples=samples, max_errors=self.log_errors)
+
+    def restarts(self) -> int:
+        """Reward processes replaced after timeouts or crashes, over all workers."""
+        return sum(self.workers.call(RewardWorker.restarts))
+
+    def shutdown(self) -> None:
+        try:
+            self.workers.call(RewardWorker.close)
+        finally:
+            self.workers.shutdown()
+            if self.judge is not None:
+                ray.kill(self.judge)
+
+
+def to_sample(rollout: Rollout, max_new_tokens: int) -> Sample:
+    """What the rewards see of a rollout: the texts, the row's fields, and the runtime's facts."""
+    fields = {
+        **rollout.metadata,
+        "prompt_id": rollout.prompt_id,
+        "num_tokens": len(rollout.completion_ids),
+        "finish_reason": rollout.finish_reason,
+        "max_new_tokens": max_new_tokens,
+    }
+    return Sample(rollout.prompt, rollout.completion, fields)
 
 
 @ray.remote

@@ -21,6 +21,7 @@ from rlft.algorithms.registry import ParamError, RegistryError
 from rlft.config import ConfigError, dump_config, load_config, save_config
 from rlft.data.loading import DataError
 from rlft.plugins import PluginError
+from rewards.api import RewardError, reward_names
 
 EMBEDDED = Path(__file__).with_name("embedded.yaml")
 
@@ -72,22 +73,38 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     config, cfg = _load(args)
+    failed_rewards = False
     if not args.config_only:
         import tempfile
 
-        from launch.train import prepare
+        from launch.train import check_samples, prepare
+        from rewards.check import check_rewards
 
         with tempfile.TemporaryDirectory() as tmp:
-            for note in prepare(cfg, Path(tmp)).notes:
+            prepared = prepare(cfg, Path(tmp))
+            for note in prepared.notes:
                 print(f"# {note}")
+            samples = check_samples(cfg, prepared)
+            r = cfg.reward
+            reports = check_rewards(
+                prepared.rewards, samples, plugins=cfg.plugins, timeout_s=r.timeout_s, memory_mb=r.memory_mb
+            )
+            print(f"# rewards called on {len(samples)} samples (reference answer and empty completion per row):")
+            for rep in reports:
+                print(f"#   {rep.line()}")
+                failed_rewards |= bool(rep.errors)
     print(f"# rlft {rlft.__version__}: config {config or 'embedded default'} is valid")
     print(dump_config(cfg), end="")
     print("# registered: advantages", ", ".join(ADVANTAGES.names()))
     print("#             policy losses", ", ".join(POLICY_LOSSES.names()))
     print("#             KL estimators", ", ".join(KL_ESTIMATORS.names()))
     print("#             aggregation", ", ".join(AGGREGATION_MODES))
+    print("#             rewards", ", ".join(reward_names()))
     if args.output:
         print(f"# resolved config written to {save_config(cfg, args.output)}")
+    if failed_rewards:
+        print("rlft: some reward calls failed on the check samples (see '# reward' lines above)", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -118,8 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="validate config, data and model without training, and print the resolved config",
         description="Load CONFIG (or the embedded default), apply the overrides, validate every key, "
         "value, algorithm name and hyperparameter, load and check the data (fields, empty and too long "
-        "prompts) and the model's tokenizer, then print the resolved config as YAML. Exits 2 naming "
-        "what is wrong.",
+        "prompts) and the model's tokenizer, import every reward and call it on a few dataset rows "
+        "(output type, value range, time per call), then print the resolved config as YAML. Exits 2 "
+        "naming what is wrong, 1 when reward calls failed.",
     )
     _config_args(check)
     check.add_argument("-o", "--output", help="also write the resolved config to this YAML file")
@@ -135,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, ParamError, RegistryError, PluginError, DataError) as err:
+    except (ConfigError, ParamError, RegistryError, PluginError, DataError, RewardError) as err:
         print(f"rlft: {err}", file=sys.stderr)
         return 2
 

@@ -19,48 +19,37 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rlft.config import RunConfig, save_config
+from rlft.config import RewardFunctionConfig, RunConfig, save_config
 from rlft.data import load_records, prepare_prompts
 from rlft.data.loading import BUILTIN_PREFIX, DataError, Record
 from rlft.driver import Driver, RunSummary
 from rlft.tasks import Task, get_task
-from rlft.types import Prompt, Rollout, TrainSample
+from rlft.types import Prompt, TrainSample
+from rewards.loading import load_rewards, reward_functions
+from rewards.pool import Sample
 
 logger = logging.getLogger("rlft")
 
 
 @dataclass
 class Prepared:
-    """What ``prepare`` resolved: model path, prompts, SFT examples and the scorer."""
+    """What ``prepare`` resolved: model path, prompts, SFT examples and the reward functions."""
 
     model_path: str
     train_prompts: list[Prompt]
     eval_prompts: list[Prompt]
     sft_examples: list[TrainSample]
-    scorer: TaskScorer
+    rewards: list[RewardFunctionConfig]
+    judge_model_path: str | None
     notes: list[str]
+    tokenizer: Any = None
 
 
-class TaskScorer:
-    """Scores completions with a built-in task's exact verifier (``reward.functions`` empty)."""
-
-    def __init__(self, task: Task):
-        self.task = task
-
-    def score(self, rollouts: list[Rollout]) -> list[float | None]:
-        return [self.task.score(r.completion, str(r.metadata.get("answer"))) for r in rollouts]
-
-
-def task_of(cfg: RunConfig) -> Task:
-    """The built-in task whose verifier scores this run; other data needs reward functions."""
+def builtin_task(cfg: RunConfig) -> Task | None:
+    """The built-in task of ``data.train_path`` (``builtin:<task>``), or None for a user's data."""
     src = cfg.data.train_path
-    if cfg.reward.functions:
-        raise DataError("custom reward.functions are not supported by this version; use a builtin: task")
     if not src.startswith(BUILTIN_PREFIX):
-        raise DataError(
-            f"data.train_path {src!r} is not a built-in task, so rewards must be configured in "
-            "reward.functions"
-        )
+        return None
     return get_task(src[len(BUILTIN_PREFIX):].split(":")[0])
 
 
@@ -71,9 +60,9 @@ def held_out_of(train_path: str) -> str:
     return f"{BUILTIN_PREFIX}{train_path[len(BUILTIN_PREFIX):].split(':')[0]}:eval"
 
 
-def resolve_model(cfg: RunConfig, run_dir: Path) -> str:
+def resolve_model(cfg: RunConfig, run_dir: Path, path: str | None = None) -> str:
     """A local model directory: ``builtin:tiny`` is built (seeded) into the run directory."""
-    path = cfg.model.path
+    path = path or cfg.model.path
     if path == "builtin:tiny":
         from rlft.models import build_tiny_model
 
@@ -87,8 +76,13 @@ def prepare(cfg: RunConfig, run_dir: Path) -> Prepared:
     """Resolve and check the model, data, reward and SFT targets; nothing starts on Ray."""
     from transformers import AutoTokenizer
 
-    task = task_of(cfg)
+    task = builtin_task(cfg)
+    functions = reward_functions(cfg)
+    rewards = load_rewards(cfg)  # every reference resolves, every params key is known
     model_path = resolve_model(cfg, run_dir)
+    judge_path = None
+    if cfg.reward.judge is not None:
+        judge_path = resolve_model(cfg, run_dir / "judge", path=cfg.reward.judge.model)
     tokenizer = AutoTokenizer.from_pretrained(cfg.model.tokenizer or model_path)
     d = cfg.data
     fields = dict(prompt_field=d.prompt_field, answer_field=d.answer_field, metadata_fields=d.metadata_fields)
@@ -107,11 +101,32 @@ def prepare(cfg: RunConfig, run_dir: Path) -> Prepared:
         f"model {model_path}",
         f"data: {train_report.kept} train prompts ({train_report.skipped_too_long} skipped as too long), "
         f"{len(eval_prompts)} held-out prompts from {eval_src}",
+        "rewards: " + ", ".join(f"{r.key} (weight {r.weight:g}, timeout {r.timeout_s:g} s)" for r in rewards),
     ]
-    sft = [] if not any(s.kind == "sft" for s in cfg.stages) else sft_examples(
-        train_records, train_prompts, task, tokenizer
-    )
-    return Prepared(model_path, train_prompts, eval_prompts, sft, TaskScorer(task), notes)
+    sft: list[TrainSample] = []
+    if any(s.kind == "sft" for s in cfg.stages):
+        if task is None:
+            raise DataError("sft stages need reference completions, which only the builtin: tasks provide")
+        sft = sft_examples(train_records, train_prompts, task, tokenizer)
+    return Prepared(model_path, train_prompts, eval_prompts, sft, functions, judge_path, notes, tokenizer)
+
+
+def check_samples(cfg: RunConfig, prepared: Prepared, rows: int = 4) -> list[Sample]:
+    """Samples for ``rlft check``'s reward calls: the first ``rows`` training prompts, each with its
+    reference answer as the completion and with an empty completion."""
+    samples = []
+    for prompt in prepared.train_prompts[:rows]:
+        for completion in (str(prompt.metadata.get("answer", "")), ""):
+            ids = prepared.tokenizer(completion, add_special_tokens=False)["input_ids"] if completion else []
+            fields = {
+                **prompt.metadata,
+                "prompt_id": prompt.prompt_id,
+                "num_tokens": len(ids),
+                "finish_reason": "stop",
+                "max_new_tokens": cfg.rollout.max_new_tokens,
+            }
+            samples.append(Sample(prompt.text, completion, fields))
+    return samples
 
 
 def sft_examples(
@@ -184,7 +199,7 @@ def train(cfg: RunConfig, run_dir: Path, *, address: str | None = None, quiet: b
 def _run_on_ray(cfg: RunConfig, run_dir: Path, prepared: Prepared, *, address: str | None, quiet: bool) -> RunSummary:
     import ray
 
-    from actors.runtime import LearnerGroup, RolloutGroup, WeightPush
+    from actors.runtime import LearnerGroup, RewardGroup, RolloutGroup, WeightPush
 
     address = address or cfg.cluster.address or os.environ.get("RAY_ADDRESS")
     started_ray = not ray.is_initialized()
@@ -198,13 +213,15 @@ def _run_on_ray(cfg: RunConfig, run_dir: Path, prepared: Prepared, *, address: s
     try:
         rollouts = RolloutGroup(cfg, prepared.model_path)
         groups.append(rollouts)
+        scorer = RewardGroup(cfg, prepared.rewards, judge_model_path=prepared.judge_model_path)
+        groups.append(scorer)
         total = sum(s.steps for s in cfg.stages)
         learners = LearnerGroup(cfg, prepared.model_path, total_steps=total)
         groups.append(learners)
         driver = Driver(
             cfg,
             engine=rollouts,
-            scorer=prepared.scorer,
+            scorer=scorer,
             learner=learners,
             weights=WeightPush(learners, rollouts),
             train_prompts=prepared.train_prompts,

@@ -4,8 +4,8 @@ One RL step reads as its phases::
 
     prompts  = sampler.sample(n)                      # which prompts (curriculum)
     rollouts = engine.generate(prompts, sampling)     # groups of completions, each with its version
-    rewards  = scorer.score(rollouts)                 # None marks a failed reward, never 0
-    batch    = build_train_batch(rollouts, rewards)   # advantages on the driver
+    scores   = scorer.score(rollouts)                 # None marks a failed reward, never 0
+    batch    = build_train_batch(rollouts, scores)    # advantages on the driver
     metrics  = learner.train_step(batch)              # policy loss, KL, clip fraction, ...
     sync     = weights.push(version)                  # engines now serve version + 1
 
@@ -26,7 +26,7 @@ from typing import Protocol
 from rlft.batching import build_train_batch, reward_metrics
 from rlft.config import RunConfig, StageConfig
 from rlft.curriculum import UniformSampler
-from rlft.types import Prompt, Rollout, SamplingSettings, TrainBatch, TrainSample
+from rlft.types import Prompt, Rollout, SamplingSettings, Scores, TrainBatch, TrainSample
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +36,11 @@ class RolloutEngine(Protocol):
 
 
 class RewardScorer(Protocol):
-    def score(self, rollouts: list[Rollout]) -> list[float | None]: ...
+    def score(self, rollouts: list[Rollout]) -> Scores | list[float | None]: ...
+
+
+class RewardFailureError(RuntimeError):
+    """Too many samples of one step failed their reward (``reward.max_failure_rate``)."""
 
 
 class Learner(Protocol):
@@ -134,7 +138,8 @@ class Driver:
         prompts = [self.train_prompts[i] for i in self.sampler.sample(cfg.rollout.prompts_per_step)]
         rollouts = self.engine.generate(prompts, self.sampling(self.step))
         timings["time/generate"], t = self.clock() - t, self.clock()
-        rewards = self.scorer.score(rollouts)
+        scores = self._score(rollouts)
+        rewards = scores.totals
         timings["time/reward"], t = self.clock() - t, self.clock()
         batch, batch_metrics = build_train_batch(
             rollouts,
@@ -145,7 +150,7 @@ class Driver:
             current_version=self.version,
         )
         self.sampler.observe(rollouts, rewards)
-        metrics = {**reward_metrics(rollouts, rewards), **batch_metrics, **self.sampler.metrics()}
+        metrics = {**reward_metrics(rollouts, rewards), **scores.metrics, **batch_metrics, **self.sampler.metrics()}
         if len(batch) == 0:  # everything filtered or failed: no update, nothing to sync
             logger.warning("step %d: no trainable samples (all groups filtered or failed)", self.step)
             metrics["batch/skipped"] = 1.0
@@ -184,7 +189,7 @@ class Driver:
         if not prompts:
             return {}
         greedy = self.engine.generate(prompts, self.sampling(-1, n=1, temperature=0.0))
-        scores = self.scorer.score(greedy)
+        scores = Scores.of(self.scorer.score(greedy)).totals
         out = {
             "eval/accuracy": sum(s or 0.0 for s in scores) / len(scores),
             "eval/failed_rewards": float(sum(s is None for s in scores)),
@@ -192,7 +197,7 @@ class Driver:
         }
         if ev.pass_k:
             sampled = self.engine.generate(prompts, self.sampling(-2, n=ev.pass_k, temperature=ev.temperature))
-            solved = {r.group_id for r, s in zip(sampled, self.scorer.score(sampled)) if s and s > 0}
+            solved = {r.group_id for r, s in zip(sampled, Scores.of(self.scorer.score(sampled)).totals) if s and s > 0}
             out[f"eval/pass@{ev.pass_k}"] = len(solved) / len(prompts)
         return out
 
@@ -203,6 +208,19 @@ class Driver:
         if metrics:
             self.summary.evaluations[label] = metrics
             self._log(metrics)
+
+    def _score(self, rollouts: list[Rollout]) -> Scores:
+        """Score a step's rollouts; log the first reward errors; stop when too many failed."""
+        scores = Scores.of(self.scorer.score(rollouts))
+        for error in scores.errors:
+            logger.warning("step %d: %s", self.step, error)
+        limit = self.cfg.reward.max_failure_rate
+        if scores.failed_fraction > limit:
+            raise RewardFailureError(
+                f"step {self.step}: {scores.failed_fraction:.0%} of the samples failed their reward "
+                f"(reward.max_failure_rate={limit:g}); first errors: " + "; ".join(scores.errors[:3])
+            )
+        return scores
 
     def _sync(self) -> dict[str, float]:
         return self.weights.push(self.version)

@@ -60,6 +60,31 @@ class Rollout:
 
 
 @dataclass(frozen=True)
+class Scores:
+    """The rewards of a batch of rollouts: the weighted total per sample (None = the sample's reward
+    failed, never a silent 0), metrics (per-reward means, error counts by kind) and the first error
+    reports, each naming the reward, the error and the offending sample.
+
+    A scorer may return a plain list of totals instead; ``Scores.of`` accepts both.
+
+    >>> Scores.of([1.0, None]).failed_fraction
+    0.5
+    """
+
+    totals: list[float | None]
+    metrics: dict[str, float] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def failed_fraction(self) -> float:
+        return sum(t is None for t in self.totals) / len(self.totals) if self.totals else 0.0
+
+    @staticmethod
+    def of(value: Scores | list[float | None]) -> Scores:
+        return value if isinstance(value, Scores) else Scores(list(value))
+
+
+@dataclass(frozen=True)
 class TrainSample:
     """One sequence for the learner: prompt + completion tokens and the completion's advantages."""
 

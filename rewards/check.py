@@ -1,0 +1,91 @@
+"""``rlft check``'s reward report: call every configured reward on a few dataset rows, in the same
+isolated processes training uses, and say what came back before any training time is spent.
+
+For each reward: how many calls succeeded, the type(s) returned, the value range, the mean time per
+call, and the errors by kind with the first message. Rewards that need the judge engine are listed
+but not called (the engine starts with the run).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from rlft.config import RewardFunctionConfig
+from rewards.loading import load_reward
+from rewards.pool import Outcome, RewardPool, Sample
+
+
+@dataclass
+class RewardReport:
+    """What one reward did on the check samples."""
+
+    key: str
+    calls: int = 0
+    ok: int = 0
+    returned: set[str] = field(default_factory=set)
+    low: float | None = None
+    high: float | None = None
+    seconds: float = 0.0
+    errors: dict[str, int] = field(default_factory=dict)
+    first_error: str = ""
+    skipped: str = ""
+
+    def line(self) -> str:
+        if self.skipped:
+            return f"reward {self.key}: not called ({self.skipped})"
+        text = f"reward {self.key}: {self.ok}/{self.calls} calls ok"
+        if self.ok:
+            text += (
+                f", returned {'/'.join(sorted(self.returned))}, values in [{self.low:g}, {self.high:g}], "
+                f"{1000 * self.seconds / self.calls:.2f} ms per call"
+            )
+        if self.errors:
+            kinds = ", ".join(f"{k} x{n}" for k, n in sorted(self.errors.items()))
+            text += f"; FAILED: {kinds}; first: {self.first_error}"
+        return text
+
+
+def report(key: str, outcomes: Sequence[Outcome]) -> RewardReport:
+    """Summarise one reward's outcomes.
+
+    >>> report("r", [Outcome(1.0, returned="float", seconds=0.002), Outcome(None, error="timeout", message="slow")]).line()
+    'reward r: 1/2 calls ok, returned float, values in [1, 1], 1.00 ms per call; FAILED: timeout x1; first: slow'
+    """
+    rep = RewardReport(key, calls=len(outcomes))
+    for o in outcomes:
+        rep.seconds += o.seconds
+        if o.score is None:
+            kind = o.error or "unknown"
+            rep.errors[kind] = rep.errors.get(kind, 0) + 1
+            rep.first_error = rep.first_error or o.message
+            continue
+        rep.ok += 1
+        rep.returned.add(o.returned or "?")
+        rep.low = o.score if rep.low is None else min(rep.low, o.score)
+        rep.high = o.score if rep.high is None else max(rep.high, o.score)
+    return rep
+
+
+def check_rewards(
+    functions: Sequence[RewardFunctionConfig],
+    samples: Sequence[Sample],
+    *,
+    plugins: Sequence[str] = (),
+    timeout_s: float = 5.0,
+    memory_mb: int = 4096,
+) -> list[RewardReport]:
+    """Call each reward (except judge-served ones) on ``samples`` in one isolated process."""
+    reports: dict[str, RewardReport] = {}
+    callable_ = []
+    for fc in functions:
+        loaded = load_reward(fc, default_timeout_s=timeout_s)
+        if loaded.spec.needs_judge:
+            reports[fc.key] = RewardReport(fc.key, skipped="needs the judge engine, which starts with the run")
+        else:
+            callable_.append(fc)
+    if callable_ and samples:
+        with RewardPool(callable_, plugins=plugins, processes=1, timeout_s=timeout_s, memory_mb=memory_mb) as pool:
+            for key, outcomes in pool.score(list(samples)).items():
+                reports[key] = report(key, outcomes)
+    return [reports[fc.key] for fc in functions if fc.key in reports]
