@@ -52,7 +52,8 @@ def _split_config(args: argparse.Namespace) -> tuple[str | None, list[str]]:
 
 def _load(args: argparse.Namespace):
     config, overrides = _split_config(args)
-    return config, load_config(config or EMBEDDED, overrides)
+    # the embedded default is not the user's file: their relative paths are relative to where they are
+    return config, load_config(config or EMBEDDED, overrides, base_dir=None if config else Path.cwd())
 
 
 def cmd_train(args: argparse.Namespace) -> int:

@@ -101,9 +101,10 @@ def batched(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def reward(
-    name: str | None = None, *, batched: bool = False, timeout_s: float | None = None
-) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Register a reward function under ``name`` (default: the function's name).
+    name: str | Callable[..., Any] | None = None, *, batched: bool = False, timeout_s: float | None = None
+) -> Any:
+    """Register a reward function under ``name`` (default: the function's name); ``@reward`` without
+    parentheses works too.
 
     ``timeout_s`` is this reward's default time limit per call (e.g. longer for model judges); a
     config's ``timeout_s`` wins over it, and ``reward.timeout_s`` applies when neither is set. A name
@@ -123,6 +124,11 @@ def reward(
         REWARDS[key] = spec
         return fn
 
+    if timeout_s is not None and not timeout_s > 0:
+        raise RewardError(f"reward timeout_s must be positive, got {timeout_s}")
+    if callable(name):  # bare @reward
+        fn, name = name, None
+        return add(fn)
     return add
 
 
@@ -201,12 +207,17 @@ def as_score(value: Any) -> tuple[float, dict[str, Any]]:
     ...
     ValueError: reward returned a non-finite score nan
     """
+    import numpy as np
+
     info: dict[str, Any] = {}
     if isinstance(value, RewardResult):
         value, info = value.score, dict(value.info)
-    if not isinstance(value, numbers.Real):
+    if not isinstance(value, (numbers.Real, np.bool_)):
         raise TypeError(f"reward returned {type(value).__name__} {_short(value)}, expected a float or RewardResult")
-    score = float(value)
+    try:
+        score = float(value)
+    except OverflowError:
+        raise ValueError(f"reward returned a score too large for a float: {_short(value)}") from None
     if not math.isfinite(score):
         raise ValueError(f"reward returned a non-finite score {score}")
     return score, info

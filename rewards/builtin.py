@@ -157,7 +157,12 @@ def tag_pattern(tags: list[str]) -> str:
 
 @reward("regex_format")
 def regex_format(
-    prompt: str, completion: str, *, pattern: str | None = None, tags: list[str] | None = None, full_match: bool = True
+    prompt: str,
+    completion: str,
+    *,
+    pattern: str | None = None,
+    tags: str | list[str] | None = None,
+    full_match: bool = True,
 ) -> float:
     """1.0 when the completion has the required format: a regular expression ``pattern`` (dot matches
     newlines), or a sequence of XML-like ``tags`` such as ``["think", "answer"]``; the whole
@@ -170,6 +175,8 @@ def regex_format(
     """
     if (pattern is None) == (tags is None):
         raise ValueError("regex_format needs exactly one of 'pattern' or 'tags'")
+    if isinstance(tags, str):
+        tags = [tags]
     regex = pattern if pattern is not None else tag_pattern(list(tags or []))
     match = re.fullmatch if full_match else re.search
     return 1.0 if match(regex, completion, flags=re.DOTALL) else 0.0
@@ -200,6 +207,8 @@ def length_penalty(
     >>> length_penalty("", "", num_tokens=150, mode="target", target=100)
     -0.5
     """
+    if mode not in ("overlong", "target"):
+        raise ValueError(f"length_penalty mode must be 'overlong' or 'target', got {mode!r}")
     if mode == "target":
         if not target or target <= 0:
             raise ValueError("length_penalty mode 'target' needs a positive 'target'")

@@ -86,6 +86,11 @@ def _import_function(ref: str, base_dir: str | Path | None) -> Any:
     target, _, attr = ref.rpartition(":")
     if not target or not attr:
         raise RewardError(f"reward path {ref!r} must be 'module:function' or 'file.py:function'")
+    if target.endswith(".py") or "/" in target:
+        file = Path(target).expanduser()
+        file = file if file.is_absolute() else Path(base_dir or Path.cwd()) / file
+        if not file.is_file():
+            raise RewardError(f"reward file '{file}' not found (from reward path {ref!r})")
     try:
         module = import_plugin(target, base_dir)
     except PluginError as err:

@@ -372,7 +372,7 @@ def _checked(value: Any) -> Result:
     returned = type(value).__name__
     try:
         score, info = as_score(value)
-    except (TypeError, ValueError) as err:
+    except Exception as err:  # noqa: BLE001  whatever the value does on conversion, it is a bad value
         return None, {}, "bad_value", str(err), returned
     return score, _plain(info), None, "", returned
 

@@ -492,14 +492,18 @@ def _list_index(part: str, node: list[Any], where: str) -> int:
 
 
 def load_config(
-    path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()
+    path: str | Path | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    *,
+    base_dir: str | Path | None = None,
 ) -> RunConfig:
     """Read a YAML file (or the defaults when ``path`` is None), apply overrides, validate.
 
-    Raises ``ConfigError`` naming each bad field by its dotted path, with the closest valid key.
+    Relative plugin and reward file paths resolve against ``base_dir``: by default the config file's
+    directory (the working directory without a file). Raises ``ConfigError`` naming each bad field by
+    its dotted path, with the closest valid key.
     """
     data: dict[str, Any] = {}
-    base_dir = None
     if path is not None:
         path = Path(path)
         if not path.is_file():
@@ -511,7 +515,7 @@ def load_config(
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{path}: the top level must be a mapping, got {type(loaded).__name__}")
         data = loaded or {}
-        base_dir = path.parent
+        base_dir = path.parent if base_dir is None else base_dir
     return validate_config(apply_overrides(data, list(overrides)), base_dir=base_dir)
 
 

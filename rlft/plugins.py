@@ -29,7 +29,9 @@ def import_plugin(spec: str, base_dir: str | Path | None = None) -> ModuleType:
     try:
         return importlib.import_module(spec)
     except ModuleNotFoundError as err:
-        raise PluginError(f"plugin module '{spec}' not found ({err})") from err
+        if err.name is not None and (spec == err.name or spec.startswith(f"{err.name}.")):
+            raise PluginError(f"plugin module '{spec}' not found ({err})") from err
+        raise PluginError(f"importing plugin module '{spec}' failed: it needs a missing module ({err})") from err
 
 
 def _import_file(spec: str, base_dir: Path) -> ModuleType:

@@ -51,3 +51,53 @@ def test_invalid_config_exits_2_naming_the_field():
     assert "algo.loss.params: unknown parameter 'clip_hgih'" in out.stderr
     assert "did you mean 'clip_high'" in out.stderr
     assert out.stdout == ""
+
+
+CHECKED_REWARDS = """
+import time
+
+def score(prompt, completion, *, answer):
+    return 1.0 if completion == answer else 0.0
+
+def flaky(prompt, completion):
+    if not completion:
+        raise ValueError("empty completion")
+    return 0.5
+
+def hangs(prompt, completion):
+    time.sleep(60)
+    return 1.0
+
+def one_arg(completion):
+    return 1.0
+"""
+
+
+def test_check_calls_each_reward_and_reports_type_range_time_and_errors(tmp_path):
+    (tmp_path / "my_rewards.py").write_text(CHECKED_REWARDS)
+    good = "reward.functions=[{path: ./my_rewards.py:score}, {name: regex_format, weight: 0.1, params: {pattern: '\\d+'}}]"
+    out = run("check", good, cwd=tmp_path)  # relative paths on the command line: relative to the cwd
+    assert out.returncode == 0, out.stderr
+    assert "#   reward score: 8/8 calls ok, returned float, values in [0, 1]" in out.stdout
+    assert "#   reward regex_format: 8/8 calls ok, returned float, values in [0, 1]" in out.stdout
+    assert "rewards " in out.stdout and "math_verify" in out.stdout  # the registered rewards are listed
+
+    bad = "reward.functions=[{path: ./my_rewards.py:flaky}, {path: ./my_rewards.py:hangs, timeout_s: 0.5}]"
+    out = run("check", bad, cwd=tmp_path)
+    assert out.returncode == 1
+    assert "reward flaky: 4/8 calls ok, returned float, values in [0.5, 0.5]" in out.stdout
+    assert "FAILED: exception x4; first: ValueError: empty completion" in out.stdout
+    assert "reward hangs: 0/8 calls ok; FAILED: timeout x8; first: no result within 0.5 s" in out.stdout
+
+
+def test_check_names_what_is_wrong_with_a_reward_reference(tmp_path):
+    (tmp_path / "my_rewards.py").write_text(CHECKED_REWARDS)
+    cases = {
+        "{path: ./missing.py:score}": f"reward file '{tmp_path / 'missing.py'}' not found",
+        "{path: ./my_rewards.py:nope}": "has no function 'nope' (functions defined there: flaky, hangs, one_arg, score)",
+        "{path: ./my_rewards.py:one_arg}": "has the wrong signature one_arg(completion)",
+        "{name: exact_mach}": "unknown reward 'exact_mach' (did you mean 'exact_match'?)",
+    }
+    for ref, message in cases.items():
+        out = run("check", f"reward.functions=[{ref}]", cwd=tmp_path)
+        assert out.returncode == 2 and message in out.stderr, (ref, out.stderr)

@@ -34,10 +34,26 @@ def _session_processes(sid: int) -> list[psutil.Process]:
     return out
 
 
-def test_short_train_run_writes_the_run_directory(tmp_path):
+USER_REWARD = """
+from rewards import RewardResult
+
+def score(prompt, completion, *, answer):
+    correct = completion.strip() == answer
+    return RewardResult(1.0 if correct else 0.0, {"chars": len(completion)})
+"""
+
+
+def test_short_train_run_with_a_user_reward_file_writes_the_run_directory(tmp_path):
+    """The built-in task scored by a user's reward loaded from a file path (plus a built-in shaping
+    reward), end to end: reward workers on Ray, per-reward metrics in the run's log."""
+    (tmp_path / "my_rewards.py").write_text(USER_REWARD)
     run_dir = tmp_path / "run"
+    rewards = (
+        "reward.functions=[{path: ./my_rewards.py:score}, "
+        "{name: length_penalty, weight: 0.1, params: {cache_tokens: 2}}]"
+    )
     out = subprocess.run(
-        [RLFT, "train", *SHORT, "--run-dir", str(run_dir)],
+        [RLFT, "train", *SHORT, rewards, "--run-dir", str(run_dir)],
         capture_output=True, text=True, timeout=900, cwd=tmp_path,
     )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
@@ -47,6 +63,9 @@ def test_short_train_run_writes_the_run_directory(tmp_path):
     assert stages == ["sft0"] * 3 + ["rl1"] * 2
     rl = [r for r in rows if r.get("stage") == "rl1"]
     assert all("reward/mean" in r and "learner/loss" in r and "sync/bytes" in r for r in rl)
+    assert all(r["reward/failed_samples"] == 0 and "reward/length_penalty/mean" in r for r in rl)
+    assert all(0 <= r["reward/score/mean"] <= 1 and r["reward/score/info/chars"] > 0 for r in rl)
+    assert "rewards: score (weight 1, timeout 5 s), length_penalty (weight 0.1" in out.stdout
     assert [r["version"] for r in rl] == [4, 5]
     summary = json.loads((run_dir / "summary.json").read_text())
     assert set(summary["evaluations"]) == {"before_rl1", "after_rl1"}

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from rlft.config import load_config
-from rlft.driver import Driver
-from rlft.types import Prompt, Rollout, SamplingSettings, TrainBatch, TrainSample
+from rlft.driver import Driver, RewardFailureError
+from rlft.types import Prompt, Rollout, SamplingSettings, Scores, TrainBatch, TrainSample
 
 
 class Calls(list):
@@ -143,6 +143,35 @@ def test_failed_rewards_are_excluded_and_counted():
     )
     metrics = driver.rl_step()
     assert metrics["batch/failed_rewards"] == 3.0 and len(learner.batches[0][0]) == 9
+
+
+def test_a_scorer_may_return_scores_whose_metrics_and_errors_reach_the_log(caplog):
+    def scores(rollouts):
+        totals = [None if r.completion_ids[0] == 0 else 1.0 for r in rollouts]
+        return Scores(totals, {"reward/custom/mean": 1.0}, ["reward 'custom' failed (timeout) on sample 0: slow"])
+
+    driver, _, _, learner = make(["stages=[{kind: rl, steps: 1}]"], reward=None)
+    driver.scorer.score = scores
+    with caplog.at_level("WARNING", logger="rlft.driver"):
+        metrics = driver.rl_step()
+    assert metrics["reward/custom/mean"] == 1.0 and metrics["batch/failed_rewards"] == 3.0
+    assert len(learner.batches[0][0]) == 9
+    assert "step 0: reward 'custom' failed (timeout) on sample 0: slow" in caplog.text
+
+
+@pytest.mark.parametrize("failing, limit, stops", [(2, 0.5, False), (3, 0.5, True), (4, 1.0, False), (1, 0.0, True)])
+def test_a_step_stops_the_run_only_past_the_failure_rate_limit(failing, limit, stops):
+    # group size 4: completions 0..failing-1 of every prompt fail -> failed fraction = failing / 4
+    driver, calls, _, _ = make(
+        ["stages=[{kind: rl, steps: 1}]", f"reward.max_failure_rate={limit}"],
+        reward=lambda r: None if r.completion_ids[0] < failing else 1.0,
+    )
+    if stops:
+        with pytest.raises(RewardFailureError, match=f"{failing / 4:.0%} of the samples failed"):
+            driver.rl_step()
+        assert "train_step" not in calls
+    else:
+        driver.rl_step()
 
 
 def test_evaluation_and_checkpoint_cadence(tmp_path):
