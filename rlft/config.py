@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 from rlft.algorithms import ADVANTAGES, KL_ESTIMATORS, POLICY_LOSSES, AggregationMode, Registry
 from rlft.algorithms.registry import closest
-from rlft.plugins import import_plugin
+from rlft.plugins import import_plugin, resolve_plugin
 
 
 class ConfigError(ValueError):
@@ -413,10 +413,14 @@ class RunConfig(Section):
     @model_validator(mode="before")
     @classmethod
     def _import_plugins(cls, data: Any, info: ValidationInfo) -> Any:
-        if isinstance(data, dict):
+        """Import the plugins first (they register names the rest is checked against); file paths
+        become absolute, so every process that reads this config finds the same files."""
+        if isinstance(data, dict) and data.get("plugins"):
             base_dir = (info.context or {}).get("base_dir")
-            for spec in data.get("plugins") or []:
-                import_plugin(str(spec), base_dir)
+            specs = [resolve_plugin(str(spec), base_dir) for spec in data["plugins"]]
+            for spec in specs:
+                import_plugin(spec)
+            data = {**data, "plugins": specs}
         return data
 
     @model_validator(mode="after")

@@ -19,12 +19,30 @@ class PluginError(ImportError):
     """A plugin that could not be found or imported."""
 
 
+def is_file_spec(spec: str) -> bool:
+    """A plugin given as a file path (``./my_losses.py``), not a module name (``my_pkg.losses``)."""
+    return spec.endswith(".py") or "/" in spec or "\\" in spec
+
+
+def resolve_plugin(spec: str, base_dir: str | Path | None = None) -> str:
+    """A file spec as an absolute path (relative ones against ``base_dir``, else the working
+    directory); a module name unchanged.
+
+    >>> resolve_plugin("my_pkg.losses"), resolve_plugin("losses.py", "/runs/exp")
+    ('my_pkg.losses', '/runs/exp/losses.py')
+    """
+    if not is_file_spec(spec):
+        return spec
+    path = Path(spec).expanduser()
+    return str(path if path.is_absolute() else Path(base_dir or Path.cwd()).resolve() / path)
+
+
 def import_plugin(spec: str, base_dir: str | Path | None = None) -> ModuleType:
     """Import ``spec`` once (a dotted module name, or a ``.py`` file relative to ``base_dir``).
 
     Importing the same file twice returns the first module, so its registrations do not collide.
     """
-    if spec.endswith(".py") or "/" in spec or "\\" in spec:
+    if is_file_spec(spec):
         return _import_file(spec, Path(base_dir) if base_dir else Path.cwd())
     try:
         return importlib.import_module(spec)

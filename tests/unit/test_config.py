@@ -219,7 +219,7 @@ def test_plugin_registers_a_loss_checked_like_builtins(tmp_path):
 def test_missing_plugin_is_reported(tmp_path):
     from rlft.plugins import PluginError
 
-    with pytest.raises(PluginError, match="plugin file 'nope.py' not found"):
+    with pytest.raises(PluginError, match=r"plugin file '/.*/nope.py' not found"):
         load_config(overrides=["plugins=[nope.py]"])
     with pytest.raises(PluginError, match="plugin module 'no_such_module_xyz' not found"):
         load_config(overrides=["plugins=[no_such_module_xyz]"])
