@@ -238,16 +238,6 @@ def builtin_task(prompt: str, completion: str, *, answer: str, task: str) -> flo
     return get_task(task).score(completion, str(answer))
 
 
-def _register_extras() -> None:
-    """The built-ins that live in their own modules (imported here so one import registers all)."""
-    import importlib
-
-    for module in ("rewards.code", "rewards.judge"):
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as err:
-            if err.name != module:  # the module exists but something it imports is missing
-                raise
-
-
-_register_extras()
+# The built-ins that live in their own modules: importing this one registers every built-in.
+import rewards.code  # noqa: E402,F401  (code_tests)
+import rewards.judge  # noqa: E402,F401  (llm_judge, rubric)

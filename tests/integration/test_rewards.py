@@ -208,3 +208,41 @@ def test_reward_workers_on_ray_score_a_mixed_batch(ray_session, reward_file):
         assert group.restarts() >= 3
     finally:
         group.shutdown()
+
+
+HOSTILE = {
+    "loop": "while True:\n    pass",
+    "fork_bomb": "import os\nwhile True:\n    os.fork()",
+    "write_outside": "open({outside!r}, 'w').write('pwned')",
+    "secret": "import os\nassert os.environ.get('RLFT_TEST_SECRET') == 'hunter2'",
+    "socket": "import socket\nsocket.create_connection(('127.0.0.1', 22), timeout=1)",
+    "print_1gb": "import sys\nfor _ in range(1024):\n    sys.stdout.write('x' * 2**20)",
+}
+
+
+def test_code_tests_on_reward_workers_contain_hostile_completions(ray_session, tmp_path, monkeypatch):
+    """``code_tests`` through real Ray reward workers: a correct solution scores 1, and every hostile
+    snippet scores 0 without harming the worker, the machine or the files around it."""
+    from actors.runtime import RewardGroup
+
+    monkeypatch.setenv("RLFT_TEST_SECRET", "hunter2")  # the sandbox tests prove the calling env never leaks
+    outside = tmp_path / "pwned.txt"
+    cfg = load_config(overrides=["reward.functions=[{name: code_tests, params: {timeout_s: 2}}]",
+                                 "cluster.reward_cpus_per_worker=0.5"])
+    group = RewardGroup(cfg, list(cfg.reward.functions))
+    tests = {"tests": ["assert f() == 1"]}
+    completions = {"good": "```python\ndef f():\n    return 1\n```"}
+    completions.update({k: v.format(outside=str(outside)) + "\ndef f():\n    return 1" for k, v in HOSTILE.items()})
+    rollouts = [
+        Rollout(k, i, [1], [2], [-0.1], "stop", 0, "write f", c, tests) for i, (k, c) in enumerate(completions.items())
+    ]
+    try:
+        start = time.monotonic()
+        scores = group.score(rollouts)
+        elapsed = time.monotonic() - start
+    finally:
+        group.shutdown()
+    by_name = dict(zip(completions, scores.totals))
+    assert by_name == {"good": 1.0, **{k: 0.0 for k in HOSTILE}}, scores.errors
+    assert not outside.exists()
+    assert elapsed < len(HOSTILE) * 2 + 30, elapsed  # each hostile run stops at its own 2 s limit
