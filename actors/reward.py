@@ -41,7 +41,7 @@ class RewardWorker:
         base_dir: str | None = None,
         processes: int = 2,
         timeout_s: float = 5.0,
-        memory_mb: int = 4096,
+        memory_mb: int = 2048,
         judge: Any = None,
     ) -> None:
         services = {"judge": JudgeClient(judge)} if judge is not None else {}

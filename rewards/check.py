@@ -73,7 +73,7 @@ def check_rewards(
     *,
     plugins: Sequence[str] = (),
     timeout_s: float = 5.0,
-    memory_mb: int = 4096,
+    memory_mb: int = 2048,
 ) -> list[RewardReport]:
     """Call each reward (except judge-served ones) on ``samples`` in one isolated process."""
     reports: dict[str, RewardReport] = {}

@@ -236,8 +236,8 @@ class RewardConfig(Section):
     """Isolated processes per reward worker that run the reward calls."""
     timeout_s: Positive = 5.0
     """Per-call time limit; a reward that exceeds it marks the sample failed (not a score of 0)."""
-    memory_mb: Annotated[int, Field(ge=64)] = 4096
-    """Address-space limit of each reward process, in MiB."""
+    memory_mb: Annotated[int, Field(ge=64)] = 2048
+    """Memory (address space, MiB) a reward call may allocate on top of its process's start-up size."""
     max_failure_rate: Annotated[float, Field(ge=0, le=1)] = 0.5
     """A step whose fraction of failed samples exceeds this stops the run with an error."""
     log_errors: Annotated[int, Field(ge=0)] = 3

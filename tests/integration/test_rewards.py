@@ -133,6 +133,17 @@ def test_pool_contains_every_failure_and_scores_the_rest(reward_file):
     assert len(batch) == 3 and metrics["batch/failed_rewards"] == 7
 
 
+def test_memory_limit_counts_from_the_process_start_up_size(tmp_path):
+    """A small ``memory_mb`` still lets the child load (its torch-carrying start-up size is not counted)
+    and caps what a call may allocate on top."""
+    path = tmp_path / "alloc.py"
+    path.write_text("def alloc(prompt, completion):\n    return float(len(bytearray(int(completion) * 2**20)) > 0)\n")
+    with RewardPool([RewardFunctionConfig(path=f"{path}:alloc")], processes=1, memory_mb=64) as pool:
+        out = pool.score([Sample("", "16"), Sample("", "512")])["alloc"]
+    assert out[0].score == 1.0
+    assert out[1].score is None and out[1].error == "memory"
+
+
 def test_pool_stops_its_children_on_close(reward_file):
     pool = RewardPool(_functions(reward_file)[:1], processes=2, timeout_s=TIMEOUT)
     pool.score(_samples())
