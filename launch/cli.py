@@ -20,6 +20,7 @@ from rlft.algorithms import ADVANTAGES, AGGREGATION_MODES, KL_ESTIMATORS, POLICY
 from rlft.algorithms.registry import ParamError, RegistryError
 from rlft.config import ConfigError, dump_config, load_config, save_config
 from rlft.data.loading import DataError
+from rlft.driver import RewardFailureError
 from rlft.plugins import PluginError
 from rewards.api import RewardError, reward_names
 
@@ -68,6 +69,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print(f"rlft: interrupted; actors stopped. Run directory: {run_dir}", file=sys.stderr)
         return 130
+    except RewardFailureError as err:
+        print(f"rlft: stopped: {err}. Run directory: {run_dir}", file=sys.stderr)
+        return 1
     print_summary(summary, run_dir)
     return 0
 

@@ -80,6 +80,24 @@ def test_short_train_run_with_a_user_reward_file_writes_the_run_directory(tmp_pa
     AutoModelForCausalLM.from_pretrained(final)  # a plain Hugging Face model directory
 
 
+def test_a_reward_failing_past_the_limit_stops_the_run_with_a_clear_error(tmp_path):
+    (tmp_path / "broken.py").write_text(
+        "def score(prompt, completion, *, answer):\n    raise KeyError('no verifier for ' + answer)\n"
+    )
+    run_dir = tmp_path / "run"
+    out = subprocess.run(
+        [RLFT, "train", "stages=[{kind: rl, steps: 3}]", "rollout.prompts_per_step=2", "rollout.group_size=2",
+         "evaluation.num_prompts=2", "evaluation.pass_k=0", "reward.functions=[{path: ./broken.py:score}]",
+         "--run-dir", str(run_dir)],
+        capture_output=True, text=True, timeout=900, cwd=tmp_path,
+    )
+    assert out.returncode == 1, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "rlft: stopped: step 0: 100% of the samples failed their reward (reward.max_failure_rate=0.5)" in out.stderr
+    assert "KeyError: 'no verifier for" in out.stderr
+    log = (run_dir / "train.log").read_text()  # the first errors, with their samples, are in the run's log
+    assert "reward 'score' failed (exception) on sample 0: KeyError" in log and "completion" in log
+
+
 def test_ctrl_c_stops_cleanly_and_leaves_nothing_running(tmp_path):
     run_dir = tmp_path / "run"
     proc = subprocess.Popen(
