@@ -30,7 +30,7 @@ from rlft.balance import assign_balanced
 from rlft.config import RewardFunctionConfig, RunConfig
 from rlft.types import Prompt, Rollout, SamplingSettings, Scores, TrainBatch
 from rewards.compose import combine
-from rewards.pool import Sample
+from rewards.pool import Sample, runtime_sample
 
 
 class RolloutGroup:
@@ -204,14 +204,15 @@ class RewardGroup:
 
 def to_sample(rollout: Rollout, max_new_tokens: int) -> Sample:
     """What the rewards see of a rollout: the texts, the row's fields, and the runtime's facts."""
-    fields = {
-        **rollout.metadata,
-        "prompt_id": rollout.prompt_id,
-        "num_tokens": len(rollout.completion_ids),
-        "finish_reason": rollout.finish_reason,
-        "max_new_tokens": max_new_tokens,
-    }
-    return Sample(rollout.prompt, rollout.completion, fields)
+    return runtime_sample(
+        rollout.prompt,
+        rollout.completion,
+        rollout.metadata,
+        prompt_id=rollout.prompt_id,
+        num_tokens=len(rollout.completion_ids),
+        finish_reason=rollout.finish_reason,
+        max_new_tokens=max_new_tokens,
+    )
 
 
 @ray.remote

@@ -26,7 +26,7 @@ from rlft.driver import Driver, RunSummary
 from rlft.tasks import Task, get_task
 from rlft.types import Prompt, TrainSample
 from rewards.loading import load_rewards, reward_functions
-from rewards.pool import Sample
+from rewards.pool import Sample, runtime_sample
 
 logger = logging.getLogger("rlft")
 
@@ -118,14 +118,17 @@ def check_samples(cfg: RunConfig, prepared: Prepared, rows: int = 4) -> list[Sam
     for prompt in prepared.train_prompts[:rows]:
         for completion in (str(prompt.metadata.get("answer", "")), ""):
             ids = prepared.tokenizer(completion, add_special_tokens=False)["input_ids"] if completion else []
-            fields = {
-                **prompt.metadata,
-                "prompt_id": prompt.prompt_id,
-                "num_tokens": len(ids),
-                "finish_reason": "stop",
-                "max_new_tokens": cfg.rollout.max_new_tokens,
-            }
-            samples.append(Sample(prompt.text, completion, fields))
+            samples.append(
+                runtime_sample(
+                    prompt.text,
+                    completion,
+                    prompt.metadata,
+                    prompt_id=prompt.prompt_id,
+                    num_tokens=len(ids),
+                    finish_reason="stop",
+                    max_new_tokens=cfg.rollout.max_new_tokens,
+                )
+            )
     return samples
 
 

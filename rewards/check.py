@@ -49,7 +49,8 @@ class RewardReport:
 def report(key: str, outcomes: Sequence[Outcome]) -> RewardReport:
     """Summarise one reward's outcomes.
 
-    >>> report("r", [Outcome(1.0, returned="float", seconds=0.002), Outcome(None, error="timeout", message="slow")]).line()
+    >>> outcomes = [Outcome(1.0, returned="float", seconds=0.002), Outcome(None, error="timeout", message="slow")]
+    >>> report("r", outcomes).line()
     'reward r: 1/2 calls ok, returned float, values in [1, 1], 1.00 ms per call; FAILED: timeout x1; first: slow'
     """
     rep = RewardReport(key, calls=len(outcomes))

@@ -15,8 +15,9 @@ A child that dies (``os._exit``, a segfault, the kernel's OOM killer) fails the 
 with ``crash`` and the exit signal. Each child runs under an address-space limit (``RLIMIT_AS``):
 ``memory_mb`` on top of what the child has mapped when it starts (the fork server's imports, torch
 among them through ``rlft.config``: ~0.7 GB of address space, mostly shared, not resident); a reward
-that allocates past it gets a ``MemoryError`` (kind ``memory``) or dies (``crash``). An exception is ``exception``; a return value that is not a finite number or a
-``RewardResult`` is ``bad_value``. None of them is a score of 0: the outcome carries ``score=None``.
+that allocates past it gets a ``MemoryError`` (kind ``memory``) or dies (``crash``). An exception is
+``exception``; a return value that is not a finite number or a ``RewardResult`` is ``bad_value``.
+None of them is a score of 0: the outcome carries ``score=None``.
 
 Children start from a fork server (``multiprocessing`` ``forkserver``) that has imported the built-in
 rewards once, so a replacement after a kill is a fork (~0.1 s; ~0.4 s inside a Ray actor, whose
@@ -67,6 +68,32 @@ class Sample:
     prompt: str
     completion: str
     fields: dict[str, Any] = field(default_factory=dict)
+
+
+def runtime_sample(
+    prompt: str,
+    completion: str,
+    metadata: dict[str, Any],
+    *,
+    prompt_id: str,
+    num_tokens: int,
+    finish_reason: str,
+    max_new_tokens: int,
+) -> Sample:
+    """A sample with the row's fields plus the runtime's (``rewards.api.RUNTIME_FIELDS``).
+
+    >>> runtime_sample("1+1=", "2", {"answer": "2"}, prompt_id="p0", num_tokens=1, finish_reason="stop",
+    ...                max_new_tokens=8).fields["num_tokens"]
+    1
+    """
+    fields = {
+        **metadata,
+        "prompt_id": prompt_id,
+        "num_tokens": num_tokens,
+        "finish_reason": finish_reason,
+        "max_new_tokens": max_new_tokens,
+    }
+    return Sample(prompt, completion, fields)
 
 
 @dataclass(frozen=True)
@@ -222,7 +249,9 @@ class _Child:
                 deadline = time.monotonic() + lr.timeout_s + GRACE_S
 
     @staticmethod
-    def _fail(pending: dict[int, Sample], results: dict[int, Outcome], first_only: bool, kind: str, message: str) -> None:
+    def _fail(
+        pending: dict[int, Sample], results: dict[int, Outcome], first_only: bool, kind: str, message: str
+    ) -> None:
         culprits = list(pending)[:1] if first_only else list(pending)
         for index in culprits:
             results[index] = Outcome(None, error=kind, message=message)
