@@ -30,6 +30,19 @@ R = TypeVar("R")
 ArgsFn = Callable[[int], tuple[tuple[Any, ...], dict[str, Any]]]
 
 
+def create_named(remote_cls: Any, options: dict[str, Any], name: str, args: tuple, kwargs: dict) -> Any:
+    """Create the actor named ``role-rank`` (how the Ray dashboard lists it); when another group of
+    the same job holds that name, ``role-rank.2``, ``.3``, ..."""
+    for attempt in range(1, 100):
+        candidate = name if attempt == 1 else f"{name}.{attempt}"
+        try:
+            return remote_cls.options(**options, name=candidate).remote(*args, **kwargs)
+        except ValueError as err:
+            if "already taken" not in str(err):
+                raise
+    return remote_cls.options(**options).remote(*args, **kwargs)
+
+
 class WorkerDiedError(RuntimeError):
     """A worker of a group died (crashed, was killed, or its node went away)."""
 
@@ -105,7 +118,7 @@ class WorkerGroup(Generic[T]):
             }
             if self._env_vars:
                 options["runtime_env"] = {"env_vars": dict(self._env_vars)}
-            self._actors.append(remote_cls.options(**options).remote(*a, **kw))
+            self._actors.append(create_named(remote_cls, options, f"{self.role}-{rank}", a, kw))
 
     @property
     def actors(self) -> list[Any]:

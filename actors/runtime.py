@@ -21,7 +21,7 @@ from typing import Any
 import ray
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from actors.group import WorkerGroup
+from actors.group import WorkerGroup, create_named
 from actors.learner import LearnerWorker
 from actors.reward import RewardWorker
 from actors.rollout import RolloutWorker
@@ -152,10 +152,12 @@ class RewardGroup:
         if r.judge is not None:
             from actors.judge import JudgeWorker
 
-            self.judge = (
-                ray.remote(JudgeWorker)
-                .options(num_cpus=r.judge.num_cpus, num_gpus=r.judge.num_gpus)
-                .remote(judge_model_path or r.judge.model, r.judge, seed=cfg.seed)
+            self.judge = create_named(
+                ray.remote(JudgeWorker),
+                {"num_cpus": r.judge.num_cpus, "num_gpus": r.judge.num_gpus},
+                "judge-0",
+                (judge_model_path or r.judge.model, r.judge),
+                {"seed": cfg.seed},
             )
             ray.get(self.judge.ready.remote())
         options = dict(

@@ -208,9 +208,14 @@ def _run_on_ray(cfg: RunConfig, run_dir: Path, prepared: Prepared, *, address: s
     started_ray = not ray.is_initialized()
     if started_ray:
         if address:
-            ray.init(address=address)
+            context = ray.init(address=address)
         else:
-            ray.init(num_cpus=cfg.cluster.num_cpus, include_dashboard=False, log_to_driver=not quiet)
+            context = ray.init(
+                num_cpus=cfg.cluster.num_cpus, include_dashboard=cfg.cluster.dashboard, log_to_driver=not quiet
+            )
+        if context.dashboard_url:
+            print(f"rlft: Ray dashboard at http://{context.dashboard_url} (actors: rollout-N, learner-N, reward-N)",
+                  flush=True)
     groups: list[Any] = []
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:

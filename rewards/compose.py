@@ -64,7 +64,8 @@ def combine(
     failed = sum(t is None for t in totals)
     metrics["reward/failed_samples"] = float(failed)
     metrics["reward/failed_fraction"] = failed / n if n else 0.0
-    return Scores(totals, metrics, errors)
+    per_reward = {key: [o.score for o in column] for key, column in outcomes.items()}
+    return Scores(totals, metrics, errors, per_reward)
 
 
 def _info_values(column: Sequence[Outcome]) -> dict[str, list[float]]:

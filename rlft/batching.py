@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from rlft.algorithms import ADVANTAGES, group_stats
-from rlft.types import Rollout, TrainBatch, TrainSample
+from rlft.types import Rollout, Scores, TrainBatch, TrainSample
 
 
 def build_train_batch(
@@ -75,7 +75,15 @@ def build_train_batch(
 
 
 def reward_metrics(rollouts: Sequence[Rollout], rewards: Sequence[float | None]) -> dict[str, float]:
-    """Reward and response-length statistics of a step's rollouts."""
+    """Reward and response-length statistics of a step's rollouts: overall, the pass rate (share of
+    scored samples whose total reward is above 0), and the mean reward per dataset ``category``.
+
+    >>> from rlft.types import Rollout
+    >>> rs = [Rollout("p", 0, [1], [2, 3], [0.0, 0.0], "stop", 0, metadata={"category": c}) for c in "aab"]
+    >>> m = reward_metrics(rs, [1.0, 0.0, None])
+    >>> m["reward/pass_rate"], m["reward/category/a/mean"], "reward/category/b/mean" in m
+    (0.5, 0.5, False)
+    """
     ok = [x for x in rewards if x is not None]
     lengths = [len(r.completion_ids) for r in rollouts]
     out = {
@@ -91,6 +99,52 @@ def reward_metrics(rollouts: Sequence[Rollout], rewards: Sequence[float | None])
                 "reward/std": math.sqrt(sum((x - mean) ** 2 for x in ok) / len(ok)),
                 "reward/min": min(ok),
                 "reward/max": max(ok),
+                "reward/pass_rate": sum(x > 0 for x in ok) / len(ok),
             }
         )
+    by_category: dict[str, list[float]] = {}
+    for r, x in zip(rollouts, rewards):
+        category = r.metadata.get("category")
+        if category is not None and x is not None:
+            by_category.setdefault(str(category), []).append(x)
+    for category, values in sorted(by_category.items()):
+        out[f"reward/category/{category}/mean"] = sum(values) / len(values)
     return out
+
+
+def sample_rows(
+    rollouts: Sequence[Rollout], scores: Scores, *, step: int, stage: str, n: int
+) -> list[dict[str, Any]]:
+    """``n`` completions spread evenly over the step's rollouts, as rows for sample tables: texts,
+    total and per-reward rewards (None = failed), finish reason, length, version and category.
+
+    >>> from rlft.types import Rollout, Scores
+    >>> rs = [Rollout(f"p{i}", i, [1], [2], [0.0], "stop", 3, "1+1=", str(i)) for i in range(5)]
+    >>> rows = sample_rows(rs, Scores([1.0, 0.0, None, 1.0, 0.0], per_reward={"ok": [1.0, 0.0, None, 1.0, 0.0]}),
+    ...                    step=7, stage="rl", n=3)
+    >>> [(r["prompt_id"], r["reward"], r["rewards"]) for r in rows]
+    [('p0', 1.0, {'ok': 1.0}), ('p2', None, {'ok': None}), ('p4', 0.0, {'ok': 0.0})]
+    """
+    if not rollouts or n <= 0:
+        return []
+    n = min(n, len(rollouts))
+    picks = sorted({round(i * (len(rollouts) - 1) / max(n - 1, 1)) for i in range(n)})
+    rows = []
+    for i in picks:
+        r = rollouts[i]
+        rows.append(
+            {
+                "step": step,
+                "stage": stage,
+                "prompt_id": r.prompt_id,
+                "prompt": r.prompt,
+                "completion": r.completion,
+                "reward": scores.totals[i],
+                "rewards": {key: values[i] for key, values in scores.per_reward.items()},
+                "finish_reason": r.finish_reason,
+                "num_tokens": len(r.completion_ids),
+                "policy_version": r.policy_version,
+                "category": r.metadata.get("category"),
+            }
+        )
+    return rows

@@ -306,6 +306,20 @@ class CurriculumConfig(Section):
 LoggerName = Literal["console", "jsonl", "tensorboard", "wandb"]
 
 
+class WandbConfig(Section):
+    project: str = "rlft"
+    """Weights & Biases project."""
+    entity: str | None = None
+    """Team or user; None: the API key's default entity."""
+    name: str | None = None
+    """Run name; None: the run directory's name."""
+    tags: list[str] = []
+    """Tags of the wandb run."""
+    mode: Literal["auto", "online", "offline"] = "auto"
+    """``auto``: online when an API key is configured (WANDB_API_KEY or ~/.netrc), offline otherwise;
+    never prompts. An offline run can be uploaded later with ``wandb sync``."""
+
+
 class LoggingConfig(Section):
     backends: list[LoggerName] = ["console", "jsonl"]
     """Metric sinks: console, jsonl (always written), tensorboard, wandb."""
@@ -313,6 +327,17 @@ class LoggingConfig(Section):
     """Directory under which each run gets ``<name>-<timestamp>/``."""
     log_every: Annotated[int, Field(ge=1)] = 1
     """Log metrics every this many steps."""
+    progress: Literal["auto", "bar", "lines", "quiet"] = "auto"
+    """Console: a live progress bar per stage (``auto`` when the console is a terminal), one compact
+    line per step, or nothing but warnings and the summary."""
+    sample_every: Annotated[int, Field(ge=0)] = 10
+    """Log sample completions (prompt, completion, rewards) every this many RL steps; 0 never."""
+    samples_per_step: Annotated[int, Field(ge=1)] = 8
+    """Sample completions logged each time."""
+    report: bool = True
+    """Write the HTML run report (``report/index.html`` with plots) when the run ends."""
+    wandb: WandbConfig = WandbConfig()
+    """Weights & Biases settings (used when ``wandb`` is among the backends)."""
 
 
 class ClusterConfig(Section):
@@ -332,6 +357,8 @@ class ClusterConfig(Section):
     """CPUs reserved for each learner rank."""
     reward_cpus_per_worker: NonNegative = 1.0
     """CPUs reserved for each reward worker."""
+    dashboard: bool = True
+    """Start the Ray dashboard with an embedded Ray (its URL is printed); actors are listed by role and rank."""
 
 
 class CheckpointConfig(Section):

@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from rlft.batching import build_train_batch, reward_metrics
+from rlft.batching import build_train_batch, reward_metrics, sample_rows
 from rlft.config import RunConfig, StageConfig
 from rlft.curriculum import UniformSampler
 from rlft.types import Prompt, Rollout, SamplingSettings, Scores, TrainBatch, TrainSample
@@ -151,6 +151,9 @@ class Driver:
         )
         self.sampler.observe(rollouts, rewards)
         metrics = {**reward_metrics(rollouts, rewards), **scores.metrics, **batch_metrics, **self.sampler.metrics()}
+        tokens = sum(len(r.completion_ids) for r in rollouts)
+        metrics["throughput/tokens_per_s"] = tokens / max(timings["time/generate"], 1e-9)
+        self._log_samples(rollouts, scores, stage_name)
         if len(batch) == 0:  # everything filtered or failed: no update, nothing to sync
             logger.warning("step %d: no trainable samples (all groups filtered or failed)", self.step)
             metrics["batch/skipped"] = 1.0
@@ -204,10 +207,11 @@ class Driver:
     # ------------------------------------------------------------------------------------------
 
     def _evaluate(self, label: str) -> None:
+        start = self.clock()
         metrics = self.evaluate()
         if metrics:
             self.summary.evaluations[label] = metrics
-            self._log(metrics)
+            self._log({**metrics, "time/eval": self.clock() - start})
 
     def _score(self, rollouts: list[Rollout]) -> Scores:
         """Score a step's rollouts; log the first reward errors; stop when too many failed."""
@@ -221,6 +225,14 @@ class Driver:
                 f"(reward.max_failure_rate={limit:g}); first errors: " + "; ".join(scores.errors[:3])
             )
         return scores
+
+    def _log_samples(self, rollouts: list[Rollout], scores: Scores, stage: str) -> None:
+        """Every ``logging.sample_every`` steps, a few completions with their rewards to the sink."""
+        every, log = self.cfg.logging.sample_every, getattr(self.sink, "log_samples", None)
+        step = self.step + 1  # the step being run (counted when it finishes)
+        if log is None or not every or step % every:
+            return
+        log(step, sample_rows(rollouts, scores, step=step, stage=stage, n=self.cfg.logging.samples_per_step))
 
     def _sync(self) -> dict[str, float]:
         return self.weights.push(self.version)

@@ -74,6 +74,7 @@ class Scores:
     totals: list[float | None]
     metrics: dict[str, float] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
+    per_reward: dict[str, list[float | None]] = field(default_factory=dict)  # each reward's value per sample
 
     @property
     def failed_fraction(self) -> float:

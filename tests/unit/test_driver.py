@@ -193,3 +193,29 @@ def test_sft_stage_without_examples_fails_clearly():
     driver, *_ = make(["stages=[{kind: sft, steps: 1}]"])
     with pytest.raises(ValueError, match="no reference completions"):
         driver.run()
+
+
+def test_sample_completions_reach_the_sink_on_their_cadence_with_their_rewards():
+    class SampleSink(Sink):
+        def __init__(self):
+            super().__init__()
+            self.samples = []
+
+        def log_samples(self, step, rows):
+            self.samples.append((step, rows))
+
+    driver, _, _, _ = make(
+        ["stages=[{kind: rl, steps: 4}]", "logging.sample_every=2", "logging.samples_per_step=3", "evaluation.pass_k=0"]
+    )
+    driver.sink = SampleSink()
+    driver.run()
+    assert [step for step, _ in driver.sink.samples] == [2, 4]
+    rows = driver.sink.samples[0][1]
+    # 12 rollouts (3 prompts x 4): rows 0, 6 (rounded from 5.5) and 11; reward = completion token % 2
+    assert [(r["reward"], r["stage"], r["num_tokens"]) for r in rows] == [(0.0, "rl0", 1), (0.0, "rl0", 1), (1.0, "rl0", 1)]
+    assert len({r["prompt_id"] for r in rows}) == 3  # one from each prompt's group
+    step_rows = [m for _, m in driver.sink.rows if m.get("stage") == "rl0"]
+    assert all(m["throughput/tokens_per_s"] > 0 for m in step_rows)
+    evals = [m for _, m in driver.sink.rows if "eval/accuracy" in m]
+    assert len(evals) == 2 and all(m["time/eval"] >= 0 for m in evals)
+    assert "time/eval" not in driver.summary.evaluations["after_rl0"]
