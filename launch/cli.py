@@ -2,6 +2,7 @@
 
     rlft train [CONFIG.yaml] [dotted.key=value ...]   run locally on an embedded Ray (or join a cluster)
     rlft check [CONFIG.yaml] [dotted.key=value ...]   validate config, data and model; print the config
+    rlft report RUN_DIR                                write the run's HTML report with plots
 
 Without CONFIG both use the embedded default (``launch/embedded.yaml``): the built-in tiny model and
 arithmetic task.
@@ -113,6 +114,12 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from launch.report import main as report_main
+
+    return report_main([args.run_dir, *(["-o", args.out] if args.out else [])])
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rlft",
@@ -150,6 +157,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--config-only", action="store_true", help="validate the config alone (skip data and model checks)"
     )
     check.set_defaults(func=cmd_check)
+
+    report = sub.add_parser(
+        "report",
+        help="write a run's HTML report (plots, summary, sample completions)",
+        description="Write RUN_DIR/report/index.html and PNG plots of reward, evaluation, KL, entropy, "
+        "response length and time per phase, with the run's summary, final values and sample "
+        "completions. A static page: open it in any browser, no server. Works on a running or killed run.",
+    )
+    report.add_argument("run_dir", help="the run directory (runs/<name>-<timestamp>)")
+    report.add_argument("-o", "--out", help="output directory (default: RUN_DIR/report)")
+    report.set_defaults(func=cmd_report)
     return parser
 
 
