@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import signal
 import sys
@@ -19,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from launch.sinks import MultiSink, build_sinks, resolve_progress
 from rlft.config import RewardFunctionConfig, RunConfig, save_config
 from rlft.data import load_records, prepare_prompts
 from rlft.data.loading import BUILTIN_PREFIX, DataError, Record
@@ -145,33 +145,6 @@ def sft_examples(
     return out
 
 
-class RunDirSink:
-    """Metrics as one JSON object per line in ``metrics.jsonl``, and a compact line per step in
-    ``train.log`` and (unless quiet) on the console."""
-
-    def __init__(self, run_dir: Path, quiet: bool = False):
-        self.path = run_dir / "metrics.jsonl"
-        self.log_path = run_dir / "train.log"
-        self.quiet = quiet
-
-    def log(self, step: int, metrics: dict[str, Any]) -> None:
-        row = {"step": step, "time": time.time(), **metrics}
-        with self.path.open("a") as f:
-            f.write(json.dumps(row, default=float) + "\n")
-        keys = ("stage", "reward/mean", "learner/loss", "sft/loss", "learner/kl", "learner/entropy",
-                "eval/accuracy", "eval/pass@4", "time/step")
-        shown = [f"{k.split('/')[-1]}={_fmt(metrics[k])}" for k in keys if k in metrics]
-        line = f"step {step:4d}  " + "  ".join(shown)
-        with self.log_path.open("a") as f:
-            f.write(line + "\n")
-        if not self.quiet:
-            print(line, flush=True)
-
-
-def _fmt(v: Any) -> str:
-    return f"{v:.4g}" if isinstance(v, float) and math.isfinite(v) else str(v)
-
-
 def new_run_dir(cfg: RunConfig, root: str | None = None) -> Path:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     path = Path(root or cfg.logging.run_root) / f"{cfg.name}-{stamp}"
@@ -193,13 +166,35 @@ def train(cfg: RunConfig, run_dir: Path, *, address: str | None = None, quiet: b
         prepared = prepare(cfg, run_dir)
         for note in prepared.notes:
             print(f"rlft: {note}", flush=True)
-        return _run_on_ray(cfg, run_dir, prepared, address=address, quiet=quiet)
+        sink = build_sinks(cfg, run_dir, quiet=quiet)  # a missing backend package fails here, before Ray
+        for backend, where in sink.locations().items():
+            print(f"rlft: {backend}: {where}", flush=True)
+        try:
+            return _run_on_ray(cfg, run_dir, prepared, sink, address=address, quiet=quiet)
+        finally:
+            sink.close()
+            if cfg.logging.report:
+                _write_report(run_dir)
     finally:
         logging.getLogger().removeHandler(handler)
         handler.close()
 
 
-def _run_on_ray(cfg: RunConfig, run_dir: Path, prepared: Prepared, *, address: str | None, quiet: bool) -> RunSummary:
+def _write_report(run_dir: Path) -> None:
+    """The HTML run report, also after a failed or interrupted run; a failure here only warns."""
+    if not (run_dir / "metrics.jsonl").exists():
+        return
+    try:
+        from launch.report import write_report
+
+        print(f"rlft: report {write_report(run_dir)}", flush=True)
+    except Exception as err:  # the run's results are on disk either way
+        logger.warning("writing the run report failed: %s: %s", type(err).__name__, err)
+
+
+def _run_on_ray(
+    cfg: RunConfig, run_dir: Path, prepared: Prepared, sink: MultiSink, *, address: str | None, quiet: bool
+) -> RunSummary:
     import ray
 
     from actors.runtime import LearnerGroup, RewardGroup, RolloutGroup, WeightPush
@@ -210,8 +205,10 @@ def _run_on_ray(cfg: RunConfig, run_dir: Path, prepared: Prepared, *, address: s
         if address:
             context = ray.init(address=address)
         else:
+            # worker output would tear a progress bar apart; it stays in Ray's session logs
+            to_driver = not quiet and resolve_progress(cfg.logging.progress) != "bar"
             context = ray.init(
-                num_cpus=cfg.cluster.num_cpus, include_dashboard=cfg.cluster.dashboard, log_to_driver=not quiet
+                num_cpus=cfg.cluster.num_cpus, include_dashboard=cfg.cluster.dashboard, log_to_driver=to_driver
             )
         if context.dashboard_url:
             print(f"rlft: Ray dashboard at http://{context.dashboard_url} (actors: rollout-N, learner-N, reward-N)",
@@ -235,7 +232,7 @@ def _run_on_ray(cfg: RunConfig, run_dir: Path, prepared: Prepared, *, address: s
             train_prompts=prepared.train_prompts,
             eval_prompts=prepared.eval_prompts,
             sft_examples=prepared.sft_examples,
-            sink=RunDirSink(run_dir, quiet=quiet),
+            sink=sink,
             checkpoint_dir=str(run_dir / "checkpoints"),
         )
         summary = driver.run()

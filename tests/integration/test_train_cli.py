@@ -52,9 +52,11 @@ def test_short_train_run_with_a_user_reward_file_writes_the_run_directory(tmp_pa
         "reward.functions=[{path: ./my_rewards.py:score}, "
         "{name: length_penalty, weight: 0.1, params: {cache_tokens: 2}}]"
     )
+    monitoring = ["logging.backends=[console, jsonl, tensorboard, wandb]", "logging.sample_every=1"]
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path), "WANDB_BASE_URL": "http://127.0.0.1:9"}
     out = subprocess.run(
-        [RLFT, "train", *SHORT, rewards, "--run-dir", str(run_dir)],
-        capture_output=True, text=True, timeout=900, cwd=tmp_path,
+        [RLFT, "train", *SHORT, rewards, *monitoring, "--run-dir", str(run_dir)],
+        capture_output=True, text=True, timeout=900, cwd=tmp_path, env=env,
     )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "held-out accuracy before rl1:" in out.stdout and f"run directory: {run_dir}" in out.stdout
@@ -73,6 +75,20 @@ def test_short_train_run_with_a_user_reward_file_writes_the_run_directory(tmp_pa
     assert (run_dir / "config.yaml").is_file()
     log = (run_dir / "train.log").read_text()
     assert log.count("stage=rl1") == 2 and log.count("stage=sft0") == 3
+    # monitoring: samples, TensorBoard scalars, the offline wandb run, the report
+    samples = [json.loads(line) for line in (run_dir / "samples.jsonl").read_text().splitlines()]
+    assert {r["step"] for r in samples} == {4, 5} and all("score" in r["rewards"] for r in samples)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0})
+    events.Reload()
+    assert [e.step for e in events.Scalars("reward/mean")] == [4, 5]
+    assert [e.step for e in events.Scalars("sft/loss")] == [1, 2, 3]
+    wandb_files = list(run_dir.glob("wandb/offline-run-*/run-*.wandb"))
+    assert len(wandb_files) == 1 and b"reward/mean" in wandb_files[0].read_bytes()
+    assert "wandb: " in out.stdout and "wandb sync" in out.stdout
+    assert (run_dir / "report" / "index.html").is_file() and (run_dir / "report" / "reward.png").is_file()
+    assert f"rlft: report {run_dir / 'report' / 'index.html'}" in out.stdout
     from transformers import AutoModelForCausalLM
 
     final = Path(summary["checkpoints"][-1])
