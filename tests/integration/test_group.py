@@ -38,6 +38,11 @@ def test_fan_out_scatter_and_errors(ray_session):
         refs = group.submit(Echo.add, 10)
         assert group.gather(refs) == [10, 110]
         assert len(set(group.call(Echo.pid))) == 2  # one process per worker
+        # actors are named role-rank (the Ray dashboard lists them so); a second group gets role-rank.2
+        assert ray_session.get(ray_session.get_actor("echo-1").whoami.remote()) == "w1"
+        with WorkerGroup("echo", Echo, 1, args=lambda r: ((7,), {}), num_cpus=0.5) as second:
+            assert ray_session.get(ray_session.get_actor("echo-0.2").whoami.remote()) == "7"
+            assert second.call(Echo.whoami) == ["7"]
         with pytest.raises(ValueError, match="1 argument sets for 2 echo workers"):
             group.call_each(Echo.add, [(1,)])
         with pytest.raises(TypeError, match="not a method of Echo"):

@@ -87,6 +87,7 @@ def test_short_train_run_with_a_user_reward_file_writes_the_run_directory(tmp_pa
     wandb_files = list(run_dir.glob("wandb/offline-run-*/run-*.wandb"))
     assert len(wandb_files) == 1 and b"reward/mean" in wandb_files[0].read_bytes()
     assert "wandb: " in out.stdout and "wandb sync" in out.stdout
+    assert "rlft: Ray dashboard at http://" in out.stdout
     assert (run_dir / "report" / "index.html").is_file() and (run_dir / "report" / "reward.png").is_file()
     assert f"rlft: report {run_dir / 'report' / 'index.html'}" in out.stdout
     from transformers import AutoModelForCausalLM
