@@ -170,9 +170,23 @@ class WorkerGroup(Generic[T]):
             )
         return name
 
-    def kill(self, rank: int, no_restart: bool = True) -> None:
-        """Kill one worker (tests and fault drills)."""
-        ray.kill(self._actors[rank], no_restart=no_restart)
+    def kill(self, rank: int, no_restart: bool = True, wait_s: float = 60.0) -> None:
+        """Kill one worker (tests and fault drills). ``ray.kill`` only asks; with ``no_restart`` this
+        returns once the actor is gone, so the next call sees a dead worker, never a race."""
+        actor = self._actors[rank]
+        ray.kill(actor, no_restart=no_restart)
+        if not no_restart:
+            return
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            try:
+                ray.get(actor.__ray_ready__.remote(), timeout=5)
+            except RayActorError:
+                return
+            except GetTimeoutError:
+                continue
+            time.sleep(0.05)
+        raise RuntimeError(f"{self.role} worker rank {rank} still answers {wait_s:g} s after being killed")
 
     def shutdown(self, grace_s: float = 0.0) -> None:
         """Kill every worker and release the placement group; safe to call twice."""
