@@ -123,6 +123,7 @@ class LearnerWorker:
             if self.ref_model is not None:
                 self.ref_model.to(self.device)
         self.pad_id = self.model.config.pad_token_id or 0
+        self._model_cfg = model_cfg
         self.tokenizer_path = model_cfg.tokenizer or model_path
         self.optimizer = torch.optim.AdamW(
             [p for p in self.model.parameters() if p.requires_grad],
@@ -419,6 +420,53 @@ class LearnerWorker:
         if dist.is_initialized():
             dist.barrier()
         return path
+
+    def save_checkpoint(self, path: str, *, weights_only: bool = False) -> str:
+        """``save_pretrained`` plus, unless ``weights_only``, this rank's training state in
+        ``path/trainer_state/learner-rank<r>.pt``: the optimizer (AdamW moments and step counts), the
+        version (which drives the LR schedule), the skip counter and the torch RNG state; under FSDP
+        also the rank's fp32 master shards (the Hugging Face files hold the serving dtype)."""
+        self.save_pretrained(path)
+        if weights_only:
+            return path
+        state_dir = Path(path) / "trainer_state"
+        state_dir.mkdir(parents=True, exist_ok=True)
+        state = {
+            "optimizer": self.optimizer.state_dict(),
+            "version": self.version,
+            "skipped_total": self.skipped_total,
+            "world_size": self.world_size,
+            "torch_rng": torch.get_rng_state(),
+        }
+        if self.sharded:
+            state["master"] = self.model.state_dict()
+        torch.save(state, state_dir / f"learner-rank{self.rank}.pt")
+        if dist.is_initialized():
+            dist.barrier()
+        return path
+
+    def load_checkpoint(self, path: str) -> int:
+        """Restore what ``save_checkpoint`` wrote (same number of ranks); returns the version. The
+        reference model keeps the base weights it was built from."""
+        file = Path(path) / "trainer_state" / f"learner-rank{self.rank}.pt"
+        if not file.is_file():
+            raise FileNotFoundError(f"{file} is missing: the checkpoint is weights-only or from fewer learner ranks")
+        state = torch.load(file, map_location="cpu", weights_only=False)
+        if state["world_size"] != self.world_size:
+            raise ValueError(
+                f"the checkpoint was written by {state['world_size']} learner ranks, this run has "
+                f"{self.world_size}: resume with learner.num_ranks={state['world_size']}"
+            )
+        if self.sharded:
+            self.model.load_state_dict(state["master"])
+        else:
+            saved = load_causal_lm(path, self._model_cfg, self.serving_dtype)
+            with torch.no_grad():
+                self.model.load_state_dict(saved.state_dict())
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.version, self.skipped_total = state["version"], state["skipped_total"]
+        torch.set_rng_state(state["torch_rng"])
+        return self.version
 
     def get_version(self) -> int:
         """Number of train steps applied (the policy version the rollout engines should serve)."""

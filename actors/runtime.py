@@ -9,6 +9,13 @@
   ``reward.judge`` is set); samples are split evenly across workers, outcomes combined by weight.
 
 Each actor receives only its own config sections.
+
+**Restarts.** Rollout and reward workers are restarted by Ray when they die (``max_restarts``, by
+default ``cluster.max_restarts`` or 3): a step whose worker dies re-issues that worker's share once
+it is back (``WorkerGroup.call_each_retrying``), after giving a restarted engine the weights of the
+last push (``WeightPush`` sets ``RolloutGroup.on_restart``); ``restart_metrics()`` counts them. A
+learner rank cannot be restarted (its peers hold the step's collective state): it dies as
+``WorkerDiedError(role="learner")``.
 """
 
 from __future__ import annotations
@@ -16,12 +23,12 @@ from __future__ import annotations
 import socket
 from collections.abc import Mapping
 from dataclasses import asdict
-from typing import Any
+from typing import Any, Callable
 
 import ray
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from actors.group import WorkerGroup, create_named
+from actors.group import WorkerDiedError, WorkerGroup, create_named
 from actors.learner import LearnerWorker
 from actors.reward import RewardWorker
 from actors.rollout import RolloutWorker
@@ -33,11 +40,24 @@ from rewards.compose import combine
 from rewards.pool import Sample, runtime_sample
 
 
-class RolloutGroup:
-    """The rollout engines of a run."""
+DEFAULT_MAX_RESTARTS = 3
+"""Ray restarts per rollout / reward worker when the config does not say (``cluster.max_restarts``)."""
 
-    def __init__(self, cfg: RunConfig, model_path: str):
+
+def _max_restarts(cfg: RunConfig, given: int | None) -> int:
+    return given if given is not None else getattr(cfg.cluster, "max_restarts", DEFAULT_MAX_RESTARTS)
+
+
+class RolloutGroup:
+    """The rollout engines of a run.
+
+    ``on_restart(rank)`` is called when engine ``rank`` was restarted (it then serves the base
+    model, version 0), before its share of a ``generate`` is re-issued; ``WeightPush`` sets it to
+    push the current weights into that engine."""
+
+    def __init__(self, cfg: RunConfig, model_path: str, *, max_restarts: int | None = None):
         rollout, model, cluster = cfg.rollout, cfg.model, cfg.cluster
+        self.on_restart: Callable[[int], Any] | None = None
         self.workers: WorkerGroup[RolloutWorker] = WorkerGroup(
             "rollout",
             RolloutWorker,
@@ -46,15 +66,18 @@ class RolloutGroup:
             num_cpus=cluster.rollout_cpus_per_worker,
             num_gpus=cluster.rollout_gpus_per_worker * rollout.tensor_parallel_size,
             strategy=cluster.placement_strategy,
+            max_restarts=_max_restarts(cfg, max_restarts),
         )
-        self.workers.call(RolloutWorker.ready)
+        self.workers.call_each_retrying(RolloutWorker.ready, [()] * self.workers.n)
 
     def generate(self, prompts: list[Prompt], sampling: SamplingSettings) -> list[Rollout]:
         """``sampling.n`` rollouts per prompt; prompt ``i`` of the list has group id ``i``."""
         costs = [len(p.token_ids) + sampling.max_new_tokens for p in prompts]
         bins = assign_balanced(costs, self.workers.n)
         per_rank = [([prompts[i] for i in b], sampling, 0, b) for b in bins]
-        results = self.workers.call_each(RolloutWorker.generate, per_rank)
+        results = self.workers.call_each_retrying(
+            RolloutWorker.generate, per_rank, on_restart=self.on_restart
+        )
         by_group: dict[int, list[Rollout]] = {}
         for rollouts in results:
             for r in rollouts:
@@ -63,6 +86,10 @@ class RolloutGroup:
 
     def versions(self) -> list[int]:
         return self.workers.call(RolloutWorker.version)
+
+    def restart_metrics(self) -> dict[str, float]:
+        """Engines restarted so far (cumulative over the run)."""
+        return {"restarts/rollout": float(self.workers.restarts)}
 
     def shutdown(self) -> None:
         self.workers.shutdown()
@@ -115,23 +142,37 @@ class LearnerGroup:
         shards = [(batch.shard(rank, self.n),) for rank in range(self.n)]
         return self.workers.call_each(LearnerWorker.train_step, shards, supervised=supervised, lr=lr)[0]
 
-    def push_weights(self, rollouts: RolloutGroup, version: int) -> SyncStats:
-        """Make every rollout engine serve the learner's current weights as ``version``."""
+    def push_weights(
+        self, rollouts: RolloutGroup, version: int, *, ranks: list[int] | None = None
+    ) -> SyncStats:
+        """Make every rollout engine (or the engines of ``ranks``) serve the learner's current
+        weights as ``version``."""
+        actors = rollouts.workers.actors
         results = self.workers.call(
             LearnerWorker.push_weights,
             self.sync_backend,
             self.sync_params,
             version,
-            rollouts.workers.actors,
+            actors if ranks is None else [actors[r] for r in ranks],
         )
         return results[0]
 
     def save_pretrained(self, path: str) -> str:
         return self.workers.call(LearnerWorker.save_pretrained, path)[0]
 
+    def save_checkpoint(self, path: str, *, weights_only: bool = False) -> str:
+        """Weights in Hugging Face format and (unless ``weights_only``) every rank's training state."""
+        return self.workers.call(LearnerWorker.save_checkpoint, path, weights_only=weights_only)[0]
+
+    def load_checkpoint(self, path: str) -> int:
+        """Restore every rank from ``path``; the restored version."""
+        return self.workers.call(LearnerWorker.load_checkpoint, path)[0]
+
     def shutdown(self) -> None:
         try:
             self.workers.call(LearnerWorker.close)
+        except WorkerDiedError:  # a dead worker has nothing to close; the others are killed below
+            pass
         finally:
             self.workers.shutdown()
 
@@ -146,6 +187,7 @@ class RewardGroup:
         *,
         base_dir: str | None = None,
         judge_model_path: str | None = None,
+        max_restarts: int | None = None,
     ):
         r = cfg.reward
         self.judge: Any = None
@@ -175,8 +217,9 @@ class RewardGroup:
             args=lambda rank: ((list(functions),), options),
             num_cpus=cfg.cluster.reward_cpus_per_worker,
             strategy=cfg.cluster.placement_strategy,
+            max_restarts=_max_restarts(cfg, max_restarts),
         )
-        self.keys = self.workers.call(RewardWorker.ready)[0]
+        self.keys = self.workers.call_each_retrying(RewardWorker.ready, [()] * self.workers.n)[0]
         self.weights = {fc.key: fc.weight for fc in functions}
         self.max_new_tokens = cfg.rollout.max_new_tokens
         self.log_errors = r.log_errors
@@ -187,17 +230,24 @@ class RewardGroup:
         n = self.workers.n
         size = -(-len(samples) // n) if samples else 0
         parts = [(samples[i * size : (i + 1) * size],) for i in range(n)]
-        results = self.workers.call_each(RewardWorker.score, parts)
+        results = self.workers.call_each_retrying(RewardWorker.score, parts)  # stateless: no hook
         merged = {k: [o for res in results for o in res[k]] for k in self.keys}
         return combine(merged, self.weights, samples=samples, max_errors=self.log_errors)
 
     def restarts(self) -> int:
-        """Reward processes replaced after timeouts or crashes, over all workers."""
+        """Reward processes replaced after timeouts or crashes, over all workers (a worker restarted
+        by Ray starts counting again from 0; see ``restart_metrics`` for those)."""
         return sum(self.workers.call(RewardWorker.restarts))
+
+    def restart_metrics(self) -> dict[str, float]:
+        """Reward workers restarted so far (cumulative over the run)."""
+        return {"restarts/reward": float(self.workers.restarts)}
 
     def shutdown(self) -> None:
         try:
             self.workers.call(RewardWorker.close)
+        except WorkerDiedError:  # a dead worker has nothing to close; the others are killed below
+            pass
         finally:
             self.workers.shutdown()
             if self.judge is not None:
@@ -227,13 +277,36 @@ def _free_port() -> tuple[str, int]:
 
 
 class WeightPush:
-    """The driver's ``WeightSync``: learner rank 0 pushes to every rollout engine; sync metrics."""
+    """The driver's ``WeightSync``: learner rank 0 pushes to every rollout engine; sync metrics.
+
+    It remembers the last version pushed (``version``) and becomes the rollout group's restart hook:
+    an engine restarted by Ray gets that version's weights from the learner before it samples
+    again. The learner's weights must still be those of the last push whenever the engines sample
+    (the synchronous step: generate, score, train, push); before the first push a restarted engine
+    serves the base model, which is version 0."""
 
     def __init__(self, learners: LearnerGroup, rollouts: RolloutGroup):
         self.learners, self.rollouts = learners, rollouts
+        self.version: int | None = None
+        rollouts.on_restart = self.restore
 
     def push(self, version: int) -> dict[str, float]:
-        return dict(sync_metrics(self.learners.push_weights(self.rollouts, version)))
+        try:
+            stats = self.learners.push_weights(self.rollouts, version)
+        except Exception:
+            # An engine that died during the push: once Ray has it back, push again (to all: the
+            # others may have loaded it already, reloading is the simple safe way). A worker dead
+            # for good raises WorkerDiedError naming its rank.
+            if not self.rollouts.workers.recover():
+                raise
+            stats = self.learners.push_weights(self.rollouts, version)
+        self.version = version
+        return dict(sync_metrics(stats))
+
+    def restore(self, rank: int) -> None:
+        """Give the restarted engine ``rank`` the weights of the last push."""
+        if self.version is not None:
+            self.learners.push_weights(self.rollouts, self.version, ranks=[rank])
 
 
 def sync_metrics(stats: SyncStats) -> Mapping[str, Any]:

@@ -3,6 +3,8 @@
     rlft train [CONFIG.yaml] [dotted.key=value ...]   run locally on an embedded Ray (or join a cluster)
     rlft check [CONFIG.yaml] [dotted.key=value ...]   validate config, data and model; print the config
     rlft report RUN_DIR                                write the run's HTML report with plots
+    rlft train --resume RUN_DIR                        continue a run from its latest checkpoint
+    rlft export RUN_DIR [--step N] OUT_DIR             a checkpoint as a plain Hugging Face model
 
 Without CONFIG both use the embedded default (``launch/embedded.yaml``): the built-in tiny model and
 arithmetic task.
@@ -21,7 +23,8 @@ from rlft.algorithms import ADVANTAGES, AGGREGATION_MODES, KL_ESTIMATORS, POLICY
 from rlft.algorithms.registry import ParamError, RegistryError
 from rlft.config import ConfigError, dump_config, load_config, save_config
 from rlft.data.loading import DataError
-from rlft.driver import RewardFailureError
+from rlft.checkpointing import CheckpointError, resolve_resume
+from rlft.driver import NonFiniteError, RewardFailureError
 from rlft.plugins import PluginError
 from rewards.api import RewardError, reward_names
 
@@ -59,22 +62,64 @@ def _load(args: argparse.Namespace):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from launch.train import new_run_dir, print_summary, train
+    from actors.group import WorkerDiedError
+    from launch.train import print_summary, train
 
-    config, cfg = _load(args)
-    run_dir = Path(args.run_dir) if args.run_dir else new_run_dir(cfg)
+    config, cfg, run_dir, resume_from = _train_target(args)
     run_dir.mkdir(parents=True, exist_ok=True)
     print(f"rlft: run '{cfg.name}' from {config or 'the embedded default'} in {run_dir}", flush=True)
     try:
-        summary = train(cfg, run_dir, address=args.address, quiet=args.quiet)
+        summary = train(cfg, run_dir, address=args.address, quiet=args.quiet, resume_from=resume_from)
     except KeyboardInterrupt:
         print(f"rlft: interrupted; actors stopped. Run directory: {run_dir}", file=sys.stderr)
+        _print_resume_hint(run_dir)
         return 130
-    except RewardFailureError as err:
+    except (RewardFailureError, NonFiniteError) as err:
         print(f"rlft: stopped: {err}. Run directory: {run_dir}", file=sys.stderr)
+        _print_resume_hint(run_dir)
+        return 1
+    except WorkerDiedError as err:
+        print(f"rlft: stopped: {err}", file=sys.stderr)
+        if err.role == "learner":
+            print("rlft: a learner rank cannot be replaced mid-run (its peers hold the same step's "
+                  "collective state)", file=sys.stderr)
+        _print_resume_hint(run_dir)
         return 1
     print_summary(summary, run_dir)
     return 0
+
+
+def _train_target(args: argparse.Namespace):
+    """Config, run directory and checkpoint to resume from: ``--resume RUN_DIR`` reads the run's own
+    config (overrides still apply); ``checkpoint.resume`` ``auto`` picks up the run directory's
+    latest checkpoint; a path resumes from that checkpoint (or run) into the run directory."""
+    from launch.train import latest_resume_point, new_run_dir
+
+    if args.resume:
+        run_dir = Path(args.resume)
+        saved = run_dir / "config.yaml"
+        if not saved.is_file():
+            raise CheckpointError(f"{run_dir} is not a run directory (no config.yaml)")
+        config, overrides = _split_config(args)
+        cfg = load_config(config or saved, overrides, base_dir=Path.cwd())
+        return config or str(saved), cfg, run_dir, resolve_resume(run_dir)
+    config, cfg = _load(args)
+    run_dir = Path(args.run_dir) if args.run_dir else new_run_dir(cfg)
+    resume = cfg.checkpoint.resume
+    if resume == "auto":
+        return config, cfg, run_dir, latest_resume_point(run_dir)
+    if resume != "never":
+        return config, cfg, run_dir, resolve_resume(resume)
+    return config, cfg, run_dir, None
+
+
+def _print_resume_hint(run_dir: Path) -> None:
+    from launch.train import latest_resume_point
+
+    latest = latest_resume_point(run_dir)
+    if latest is not None:
+        print(f"rlft: resume with: rlft train --resume {run_dir}   (latest checkpoint {latest.name})",
+              file=sys.stderr)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -114,6 +159,14 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from launch.export import export
+
+    out = export(Path(args.run_dir), Path(args.out_dir), step=args.step)
+    print(f"rlft: exported {out}")
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from launch.report import main as report_main
 
@@ -140,6 +193,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--address", help="Ray cluster to join (default: RAY_ADDRESS, else an embedded Ray)")
     train.add_argument("--run-dir", help="run directory (default: <logging.run_root>/<name>-<timestamp>)")
     train.add_argument("-q", "--quiet", action="store_true", help="no per-step console lines")
+    train.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue RUN_DIR from its latest complete checkpoint, with its own config.yaml (overrides "
+        "still apply); the same as checkpoint.resume=auto with --run-dir RUN_DIR",
+    )
     train.set_defaults(func=cmd_train)
 
     check = sub.add_parser(
@@ -168,6 +227,17 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("run_dir", help="the run directory (runs/<name>-<timestamp>)")
     report.add_argument("-o", "--out", help="output directory (default: RUN_DIR/report)")
     report.set_defaults(func=cmd_report)
+
+    export = sub.add_parser(
+        "export",
+        help="write a checkpoint of a run as a plain Hugging Face model directory",
+        description="Copy the model of RUN_DIR's latest checkpoint (or --step N) to OUT_DIR: safetensors, "
+        "config and tokenizer, loadable with AutoModelForCausalLM.from_pretrained and vLLM.",
+    )
+    export.add_argument("run_dir", help="the run directory (or a checkpoints/step-N directory)")
+    export.add_argument("out_dir", help="the model directory to write (must not exist or be empty)")
+    export.add_argument("--step", type=int, help="the checkpoint's step (default: the latest)")
+    export.set_defaults(func=cmd_export)
     return parser
 
 
@@ -176,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, ParamError, RegistryError, PluginError, DataError, RewardError) as err:
+    except (ConfigError, ParamError, RegistryError, PluginError, DataError, RewardError, CheckpointError) as err:
         print(f"rlft: {err}", file=sys.stderr)
         return 2
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from launch.sinks import MultiSink, build_sinks, resolve_progress
+from rlft.checkpointing import latest_checkpoint, load_driver_state
 from rlft.config import RewardFunctionConfig, RunConfig, save_config
 from rlft.data import load_records, prepare_prompts
 from rlft.data.loading import BUILTIN_PREFIX, DataError, Record
@@ -156,8 +157,19 @@ def new_run_dir(cfg: RunConfig, root: str | None = None) -> Path:
     return path
 
 
-def train(cfg: RunConfig, run_dir: Path, *, address: str | None = None, quiet: bool = False) -> RunSummary:
-    """Run ``cfg`` in ``run_dir``; actors are stopped and an embedded Ray shut down on any exit."""
+def train(
+    cfg: RunConfig,
+    run_dir: Path,
+    *,
+    address: str | None = None,
+    quiet: bool = False,
+    resume_from: Path | None = None,
+) -> RunSummary:
+    """Run ``cfg`` in ``run_dir`` (from the checkpoint ``resume_from`` when given); actors are stopped
+    and an embedded Ray shut down on any exit."""
+    resumed_step = load_driver_state(resume_from)["step"] if resume_from else 0
+    if resume_from:
+        truncate_logs(run_dir, resumed_step)  # rows of steps after the checkpoint are logged again
     save_config(cfg, run_dir / "config.yaml")
     handler = logging.FileHandler(run_dir / "train.log")  # warnings of the driver and launcher
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -166,11 +178,11 @@ def train(cfg: RunConfig, run_dir: Path, *, address: str | None = None, quiet: b
         prepared = prepare(cfg, run_dir)
         for note in prepared.notes:
             print(f"rlft: {note}", flush=True)
-        sink = build_sinks(cfg, run_dir, quiet=quiet)  # a missing backend package fails here, before Ray
+        sink = build_sinks(cfg, run_dir, quiet=quiet, start_step=resumed_step)  # fails here, before Ray
         for backend, where in sink.locations().items():
             print(f"rlft: {backend}: {where}", flush=True)
         try:
-            return _run_on_ray(cfg, run_dir, prepared, sink, address=address, quiet=quiet)
+            return _run_on_ray(cfg, run_dir, prepared, sink, address=address, quiet=quiet, resume_from=resume_from)
         finally:
             sink.close()
             if cfg.logging.report:
@@ -178,6 +190,31 @@ def train(cfg: RunConfig, run_dir: Path, *, address: str | None = None, quiet: b
     finally:
         logging.getLogger().removeHandler(handler)
         handler.close()
+
+
+def truncate_logs(run_dir: Path, step: int) -> None:
+    """Drop the rows of steps after ``step`` from ``metrics.jsonl`` and ``samples.jsonl`` (a run
+    killed after its last checkpoint logged them; the resumed run logs them again)."""
+    for name in ("metrics.jsonl", "samples.jsonl"):
+        path = run_dir / name
+        if not path.exists():
+            continue
+        kept = []
+        for line in path.read_text().splitlines():
+            try:
+                row_step = json.loads(line).get("step", 0)
+            except json.JSONDecodeError:  # a line cut off by the kill
+                continue
+            if row_step <= step:
+                kept.append(line)
+        tmp = path.with_suffix(".jsonl.tmp")
+        tmp.write_text("".join(f"{line}\n" for line in kept))
+        tmp.replace(path)
+
+
+def latest_resume_point(run_dir: Path) -> Path | None:
+    """The newest resumable checkpoint of a run directory, or None."""
+    return latest_checkpoint(run_dir / "checkpoints")
 
 
 def _write_report(run_dir: Path) -> None:
@@ -193,7 +230,14 @@ def _write_report(run_dir: Path) -> None:
 
 
 def _run_on_ray(
-    cfg: RunConfig, run_dir: Path, prepared: Prepared, sink: MultiSink, *, address: str | None, quiet: bool
+    cfg: RunConfig,
+    run_dir: Path,
+    prepared: Prepared,
+    sink: MultiSink,
+    *,
+    address: str | None,
+    quiet: bool,
+    resume_from: Path | None,
 ) -> RunSummary:
     import ray
 
@@ -235,6 +279,10 @@ def _run_on_ray(
             sink=sink,
             checkpoint_dir=str(run_dir / "checkpoints"),
         )
+        if resume_from is not None:
+            driver.restore(resume_from)
+            print(f"rlft: resumed from {resume_from} (step {driver.step}, policy version {driver.version})",
+                  flush=True)
         summary = driver.run()
         (run_dir / "summary.json").write_text(json.dumps(_summary_dict(summary), indent=2))
         return summary

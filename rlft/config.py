@@ -288,6 +288,9 @@ class LearnerConfig(Section):
     """Steps of linear warm-up from 0 to ``lr``."""
     max_grad_norm: Positive | None = 1.0
     """Clip the global gradient norm to this value; None disables clipping."""
+    max_consecutive_skips: Annotated[int, Field(ge=1)] = 5
+    """Stop the run when this many learner steps in a row are skipped for a non-finite loss or
+    gradient (a skipped step leaves weights and optimizer state untouched)."""
     micro_batch_size: Annotated[int, Field(ge=1)] = 8
     """Sequences per forward/backward pass on one rank (gradient accumulation above it)."""
     ppo_epochs: Annotated[int, Field(ge=1)] = 1

@@ -17,13 +17,26 @@ step t+1 with training on step t; this loop is synchronous.
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from pathlib import Path
+from typing import Any, Protocol
 
 from rlft.batching import build_train_batch, reward_metrics, sample_rows
+from rlft.checkpointing import (
+    CheckpointError,
+    atomic_dir,
+    list_checkpoints,
+    load_driver_state,
+    prune,
+    rng_state,
+    save_driver_state,
+    set_rng_state,
+    step_dir_name,
+)
 from rlft.config import RunConfig, StageConfig
 from rlft.curriculum import UniformSampler
 from rlft.types import Prompt, Rollout, SamplingSettings, Scores, TrainBatch, TrainSample
@@ -43,12 +56,18 @@ class RewardFailureError(RuntimeError):
     """Too many samples of one step failed their reward (``reward.max_failure_rate``)."""
 
 
+class NonFiniteError(RuntimeError):
+    """The learner skipped ``learner.max_consecutive_skips`` steps in a row for non-finite values."""
+
+
 class Learner(Protocol):
     def train_step(
         self, batch: TrainBatch, *, supervised: bool = False, lr: float | None = None
     ) -> dict[str, float]: ...
 
-    def save_pretrained(self, path: str) -> str: ...
+    def save_checkpoint(self, path: str, *, weights_only: bool = False) -> str: ...
+
+    def load_checkpoint(self, path: str) -> int: ...
 
 
 class WeightSync(Protocol):
@@ -96,36 +115,51 @@ class Driver:
         self.sft_sampler = UniformSampler(len(self.sft_examples), seed=cfg.seed) if self.sft_examples else None
         self.version = 0  # learner steps applied == policy version the engines serve after a sync
         self.step = 0  # global step counter across stages (logging, checkpoints)
+        self.stage_index, self.stage_step = 0, 0  # where the run is: stage, steps done in it
+        self.consecutive_skips = 0  # learner steps in a row skipped for non-finite loss/gradients
         self.summary = RunSummary()
+        self._boundary: dict[str, Any] | None = None  # driver state at the start of the current step
+        self._learner_ahead = False  # the learner applied an update the driver has not counted yet
+        self.failed_checkpoints = 0
 
     # ------------------------------------------------------------------------------------------
 
     def run(self) -> RunSummary:
-        for index, stage in enumerate(self.cfg.stages):
-            name = stage.name or f"{stage.kind}{index}"
-            if stage.kind == "sft":
-                self.run_sft(stage, name)
-            else:
-                self.run_rl(stage, name)
-        self.checkpoint()
+        """Run the stages from where the driver stands (the start, or a restored checkpoint). On
+        Ctrl-C / SIGTERM a checkpoint is written first (``checkpoint.on_interrupt``)."""
+        try:
+            for index, stage in enumerate(self.cfg.stages):
+                if index < self.stage_index:
+                    continue
+                name = stage.name or f"{stage.kind}{index}"
+                if stage.kind == "sft":
+                    self.run_sft(stage, name)
+                else:
+                    self.run_rl(stage, name)
+                self.stage_index, self.stage_step = index + 1, 0
+            self.checkpoint()
+        except KeyboardInterrupt:
+            if self.cfg.checkpoint.on_interrupt:
+                self._checkpoint_on_interrupt()
+            raise
         self.summary.steps, self.summary.version = self.step, self.version
         return self.summary
 
     def run_sft(self, stage: StageConfig, name: str) -> None:
         if self.sft_sampler is None:
             raise ValueError(f"stage '{name}' is SFT but the data has no reference completions")
-        for _ in range(stage.steps):
-            start = self.clock()
+        for _ in range(self.stage_step, stage.steps):
+            start = self._begin_step()
             batch = TrainBatch([self.sft_examples[i] for i in self.sft_sampler.sample(stage.batch_size)])
-            metrics = self.learner.train_step(batch, supervised=True, lr=stage.lr)
-            self.version += 1
+            metrics = self._train(batch, supervised=True, lr=stage.lr)
             self._finish_step({f"sft/{k}": v for k, v in metrics.items()}, name, start)
         self._sync()  # the engines serve the warmed-up model from here on
 
     def run_rl(self, stage: StageConfig, name: str) -> None:
-        self._evaluate(f"before_{name}")
+        if self.stage_step == 0:
+            self._evaluate(f"before_{name}")
         every = self.cfg.evaluation.every
-        for i in range(stage.steps):
+        for i in range(self.stage_step, stage.steps):
             self.rl_step(name, lr=stage.lr)
             if every and (i + 1) % every == 0 and i + 1 < stage.steps:
                 self._evaluate(f"{name}_step{self.step}")
@@ -134,7 +168,7 @@ class Driver:
     def rl_step(self, stage_name: str = "rl", lr: float | None = None) -> dict[str, float]:
         """One synchronous RL step; returns (and logs) its metrics."""
         cfg, timings = self.cfg, {}
-        start = t = self.clock()
+        start = t = self._begin_step()
         prompts = [self.train_prompts[i] for i in self.sampler.sample(cfg.rollout.prompts_per_step)]
         rollouts = self.engine.generate(prompts, self.sampling(self.step))
         timings["time/generate"], t = self.clock() - t, self.clock()
@@ -151,6 +185,7 @@ class Driver:
         )
         self.sampler.observe(rollouts, rewards)
         metrics = {**reward_metrics(rollouts, rewards), **scores.metrics, **batch_metrics, **self.sampler.metrics()}
+        metrics["prompt_ids"] = [p.prompt_id for p in prompts]  # logged: a resumed run's data is checkable
         tokens = sum(len(r.completion_ids) for r in rollouts)
         metrics["throughput/tokens_per_s"] = tokens / max(timings["time/generate"], 1e-9)
         self._log_samples(rollouts, scores, stage_name)
@@ -159,8 +194,7 @@ class Driver:
             metrics["batch/skipped"] = 1.0
             self._finish_step(metrics, stage_name, start)
             return metrics
-        learner_metrics = self.learner.train_step(batch, lr=lr)
-        self.version += 1
+        learner_metrics = self._train(batch, lr=lr)
         timings["time/train"], t = self.clock() - t, self.clock()
         metrics.update(self._sync())
         timings["time/sync"] = self.clock() - t
@@ -237,9 +271,32 @@ class Driver:
     def _sync(self) -> dict[str, float]:
         return self.weights.push(self.version)
 
-    def _finish_step(self, metrics: dict[str, float], stage: str, start: float) -> None:
+    def _begin_step(self) -> float:
+        """Remember the state at the step's start (an interrupt checkpoint is taken from it)."""
+        self._boundary = self.state_dict()
+        return self.clock()
+
+    def _train(self, batch: TrainBatch, *, supervised: bool = False, lr: float | None = None) -> dict[str, float]:
+        """One learner step; counts the version and stops after too many non-finite skips in a row."""
+        self._learner_ahead = True
+        metrics = self.learner.train_step(batch, supervised=supervised, lr=lr)
+        self.version += 1
+        skipped = metrics.get("skipped_steps", 0.0) >= metrics.get("optimizer_steps", 1.0) > 0
+        self.consecutive_skips = self.consecutive_skips + 1 if skipped else 0
+        limit = self.cfg.learner.max_consecutive_skips
+        if self.consecutive_skips >= limit:
+            raise NonFiniteError(
+                f"step {self.step + 1}: {self.consecutive_skips} learner steps in a row were skipped for a "
+                f"non-finite loss or gradient (learner.max_consecutive_skips={limit}); the weights are those "
+                f"of step {self.step + 1 - self.consecutive_skips}. Lower the learning rate or check the rewards."
+            )
+        return metrics
+
+    def _finish_step(self, metrics: dict[str, Any], stage: str, start: float) -> None:
         """Count the step, log it, and checkpoint on the configured cadence."""
         self.step += 1
+        self.stage_step += 1
+        self._learner_ahead = False
         metrics.update({"step": float(self.step), "version": float(self.version), "time/step": self.clock() - start})
         self._log(metrics, stage)
         every = self.cfg.checkpoint.every
@@ -251,20 +308,80 @@ class Driver:
         if self.sink is not None:
             self.sink.log(self.step, metrics if stage is None else {**metrics, "stage": stage})
 
-    def checkpoint(self) -> str | None:
-        """Save the policy in Hugging Face format under ``checkpoint_dir/step-<N>``."""
+    def checkpoint(self, state: dict[str, Any] | None = None) -> str | None:
+        """Write ``checkpoint_dir/step-<N>`` atomically: the policy in Hugging Face format and (unless
+        ``checkpoint.weights_only``) the learner's and the driver's state; then prune to
+        ``keep_last``. A failure (a full disk, an unwritable directory) is logged and counted; the
+        previous checkpoints stay intact and the run goes on."""
         if self.checkpoint_dir is None:
             return None
-        path = f"{self.checkpoint_dir}/step-{self.step:06d}"
-        if path in self.summary.checkpoints:
-            return path
-        self.learner.save_pretrained(path)
-        self.summary.checkpoints.append(path)
-        keep = self.cfg.checkpoint.keep_last
-        if keep is not None and len(self.summary.checkpoints) > keep:
-            import shutil
+        state = state or self.state_dict()
+        path = Path(self.checkpoint_dir) / step_dir_name(state["step"])
+        if str(path) in self.summary.checkpoints:
+            return str(path)
+        weights_only = self.cfg.checkpoint.weights_only
+        try:
+            with atomic_dir(path) as tmp:
+                self.learner.save_checkpoint(str(tmp), weights_only=weights_only)
+                if not weights_only:
+                    save_driver_state(tmp, state)
+        except OSError as err:
+            self.failed_checkpoints += 1
+            logger.error("checkpoint at step %d failed, the previous ones are intact: %s", state["step"], err)
+            self._log({"checkpoint/failed": float(self.failed_checkpoints)})
+            return None
+        self.summary.checkpoints.append(str(path))
+        for old in prune(self.checkpoint_dir, self.cfg.checkpoint.keep_last):
+            if str(old) in self.summary.checkpoints:
+                self.summary.checkpoints.remove(str(old))
+        return str(path)
 
-            for old in self.summary.checkpoints[:-keep]:
-                shutil.rmtree(old, ignore_errors=True)
-            self.summary.checkpoints = self.summary.checkpoints[-keep:]
-        return path
+    def _checkpoint_on_interrupt(self) -> None:
+        """A checkpoint of the last step boundary; none when the learner is ahead of the driver
+        (interrupted inside its update: the boundary's weights are gone), so a resume never
+        replays or skips a step."""
+        if self._learner_ahead or self._boundary is None:
+            logger.warning("interrupted during a learner update: the last periodic checkpoint is the resume point")
+            return
+        try:
+            path = self.checkpoint(self._boundary)
+        except Exception as err:  # the actors may be going down with the interrupt
+            logger.warning("no checkpoint on interrupt: %s: %s", type(err).__name__, err)
+            return
+        if path:
+            logger.warning("interrupted: checkpoint %s written; resume with rlft train --resume", path)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything the driver needs to continue exactly (the learner saves its own state)."""
+        return {
+            "step": self.step,
+            "version": self.version,
+            "stage_index": self.stage_index,
+            "stage_step": self.stage_step,
+            "consecutive_skips": self.consecutive_skips,
+            "sampler": self.sampler.state_dict(),
+            "sft_sampler": self.sft_sampler.state_dict() if self.sft_sampler else None,
+            "evaluations": copy.deepcopy(self.summary.evaluations),
+            "rng": rng_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.step, self.version = state["step"], state["version"]
+        self.stage_index, self.stage_step = state["stage_index"], state["stage_step"]
+        self.consecutive_skips = state["consecutive_skips"]
+        self.sampler.load_state_dict(state["sampler"])
+        if self.sft_sampler is not None and state["sft_sampler"] is not None:
+            self.sft_sampler.load_state_dict(state["sft_sampler"])
+        self.summary.evaluations = copy.deepcopy(state["evaluations"])
+        set_rng_state(state["rng"])
+
+    def restore(self, checkpoint: str | Path) -> None:
+        """Continue from ``checkpoint``: the learner's and the driver's state, then the engines get
+        the restored weights (they start from the base model)."""
+        state = load_driver_state(Path(checkpoint))
+        version = self.learner.load_checkpoint(str(checkpoint))
+        if version != state["version"]:
+            raise CheckpointError(f"{checkpoint}: learner version {version} != driver version {state['version']}")
+        self.load_state_dict(state)
+        self.summary.checkpoints = [str(p) for p in list_checkpoints(Path(checkpoint).parent, resumable=False)]
+        self._sync()

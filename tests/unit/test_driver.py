@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from rlft.config import load_config
@@ -47,10 +49,19 @@ class FakeLearner:
         self.batches.append((batch, supervised, lr))
         return {"loss": 1.0}
 
-    def save_pretrained(self, path):
+    def save_checkpoint(self, path, *, weights_only=False):
+        """Writes a stand-in weights file, and its version as the training state."""
         self.calls.append("save")
         self.saved.append(path)
+        Path(path, "model.safetensors").write_text("weights")
+        if not weights_only:
+            Path(path, "trainer_state").mkdir(exist_ok=True)
+            Path(path, "trainer_state", "learner.txt").write_text(str(len([b for b in self.batches])))
         return path
+
+    def load_checkpoint(self, path):
+        self.calls.append("load")
+        return int(Path(path, "trainer_state", "learner.txt").read_text())
 
 
 class FakeSync:
@@ -185,7 +196,8 @@ def test_evaluation_and_checkpoint_cadence(tmp_path):
     assert "eval/pass@2" in summary.evaluations["after_rl0"]
     # pass@2: completions 0 and 1 -> one of them is rewarded 1 -> every prompt solved
     assert summary.evaluations["after_rl0"]["eval/pass@2"] == 1.0
-    assert [p.rsplit("-", 1)[1] for p in learner.saved] == ["000002", "000004", "000005"]
+    # written under step-N.tmp, then renamed into place
+    assert [p.rsplit("-", 1)[1] for p in learner.saved] == ["000002.tmp", "000004.tmp", "000005.tmp"]
     assert [p.rsplit("-", 1)[1] for p in summary.checkpoints] == ["000004", "000005"]
 
 
@@ -219,3 +231,101 @@ def test_sample_completions_reach_the_sink_on_their_cadence_with_their_rewards()
     evals = [m for _, m in driver.sink.rows if "eval/accuracy" in m]
     assert len(evals) == 2 and all(m["time/eval"] >= 0 for m in evals)
     assert "time/eval" not in driver.summary.evaluations["after_rl0"]
+
+
+def _prompt_ids(driver):
+    return [m["prompt_ids"] for _, m in driver.sink.rows if "prompt_ids" in m]
+
+
+def test_a_restored_driver_continues_exactly_where_the_checkpoint_left_off(tmp_path):
+    stages = "stages=[{kind: sft, steps: 2, batch_size: 2}, {kind: rl, steps: 4}]"
+    straight, _, _, _ = make([stages, "evaluation.pass_k=0"], sft=True, ckpt=str(tmp_path / "a"))
+    straight.run()
+
+    first, _, _, _ = make([stages, "evaluation.pass_k=0", "checkpoint.every=4"], sft=True, ckpt=str(tmp_path / "b"))
+    first.learner.train_step = _interrupt_after(first.learner.train_step, calls=5)  # dies in step 5
+    with pytest.raises(KeyboardInterrupt):
+        first.run()
+    resumed, calls, engine, learner = make([stages, "evaluation.pass_k=0"], sft=True, ckpt=str(tmp_path / "b"))
+    resumed.restore(tmp_path / "b" / "step-000004")
+    assert (resumed.step, resumed.version, resumed.stage_index, resumed.stage_step) == (4, 4, 1, 2)
+    assert calls[:2] == ["load", "sync"] and engine.version == 4  # the engines serve the restored weights
+    resumed.run()
+    assert _prompt_ids(first)[:2] + _prompt_ids(resumed) == _prompt_ids(straight)  # no prompt replayed or skipped
+    assert resumed.summary.evaluations == straight.summary.evaluations  # "before_rl1" kept from the checkpoint
+    assert [s for _, m in resumed.sink.rows for s in [m.get("step")] if s] == [5.0, 6.0]
+
+
+def _interrupt_after(train_step, calls):
+    count = [0]
+
+    def wrapped(batch, **kw):
+        count[0] += 1
+        if count[0] == calls:
+            raise KeyboardInterrupt
+        return train_step(batch, **kw)
+
+    return wrapped
+
+
+def test_an_interrupt_checkpoints_the_last_step_boundary_never_a_half_step(tmp_path):
+    driver, calls, _, learner = make(["stages=[{kind: rl, steps: 5}]", "evaluation.pass_k=0"], ckpt=str(tmp_path))
+    scorer = driver.scorer.score
+    count = [0]
+
+    def score_then_interrupt(rollouts):
+        count[0] += 1
+        if count[0] == 4:  # evaluation, steps 1, 2, then Ctrl-C while scoring step 3
+            raise KeyboardInterrupt
+        return scorer(rollouts)
+
+    driver.scorer.score = score_then_interrupt
+    with pytest.raises(KeyboardInterrupt):
+        driver.run()
+    saved = tmp_path / "step-000002"
+    from rlft.checkpointing import load_driver_state
+
+    state = load_driver_state(saved)
+    # the sampler is saved as it was before step 3 drew its prompts: a resume draws them again
+    assert (state["step"], state["stage_step"]) == (2, 2)
+    assert (state["sampler"]["epoch"], state["sampler"]["position"]) == (1, 1)  # 6 of 5 prompts drawn
+
+    # interrupted inside the learner update: no checkpoint (the last periodic one is the resume point)
+    driver, *_ = make(["stages=[{kind: rl, steps: 5}]", "evaluation.pass_k=0"], ckpt=str(tmp_path / "c"))
+    driver.learner.train_step = _interrupt_after(driver.learner.train_step, calls=2)
+    with pytest.raises(KeyboardInterrupt):
+        driver.run()
+    assert not (tmp_path / "c").exists() or not list((tmp_path / "c").iterdir())
+
+
+def test_consecutive_non_finite_skips_stop_the_run():
+    from rlft.driver import NonFiniteError
+
+    driver, _, _, learner = make(["stages=[{kind: rl, steps: 10}]", "learner.max_consecutive_skips=3"])
+    results = iter([0, 1, 1, 0, 1, 1, 1])  # skipped optimizer steps per learner step
+
+    def train_step(batch, **kw):
+        return {"loss": 1.0, "optimizer_steps": 1.0, "skipped_steps": float(next(results))}
+
+    learner.train_step = train_step
+    with pytest.raises(NonFiniteError, match="3 learner steps in a row were skipped"):
+        driver.run()
+    assert driver.step == 6  # the 7th step stopped the run; a non-skipped step resets the count
+
+
+def test_a_failed_checkpoint_keeps_the_previous_one_and_the_run_goes_on(tmp_path):
+    driver, _, _, learner = make(["stages=[{kind: rl, steps: 4}]", "checkpoint.every=2", "evaluation.pass_k=0"],
+                                 ckpt=str(tmp_path))
+    save = learner.save_checkpoint
+
+    def disk_full_after_first(path, **kw):
+        if len(learner.saved) >= 1:
+            Path(path, "partial.bin").write_text("half")
+            raise OSError(28, "No space left on device")
+        return save(path, **kw)
+
+    learner.save_checkpoint = disk_full_after_first
+    summary = driver.run()
+    assert summary.steps == 4 and driver.failed_checkpoints == 2  # step 4 and the final one failed
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["step-000002"]  # intact; no .tmp left behind
+    assert (tmp_path / "step-000002" / "model.safetensors").read_text() == "weights"
