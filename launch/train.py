@@ -258,7 +258,8 @@ def _run_on_ray(
             print(f"rlft: Ray dashboard at http://{context.dashboard_url} (actors: rollout-N, learner-N, reward-N)",
                   flush=True)
     groups: list[Any] = []
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    stop = _StopRequest()
+    previous = {sig: signal.signal(sig, stop.handle) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         rollouts = RolloutGroup(cfg, prepared.model_path)
         groups.append(rollouts)
@@ -279,6 +280,7 @@ def _run_on_ray(
             sink=sink,
             checkpoint_dir=str(run_dir / "checkpoints"),
         )
+        stop.driver = driver
         if resume_from is not None:
             driver.restore(resume_from)
             print(f"rlft: resumed from {resume_from} (step {driver.step}, policy version {driver.version})",
@@ -287,7 +289,8 @@ def _run_on_ray(
         (run_dir / "summary.json").write_text(json.dumps(_summary_dict(summary), indent=2))
         return summary
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         for group in reversed(groups):
             try:
                 group.shutdown()
@@ -297,8 +300,20 @@ def _run_on_ray(
             ray.shutdown()
 
 
-def _raise_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
+class _StopRequest:
+    """Ctrl-C / SIGTERM (a scheduler's pre-emption notice): the first one asks the driver to stop at
+    the end of the current step, so the interrupt checkpoint is exact; a second one (or one before
+    the driver runs) stops at once."""
+
+    def __init__(self) -> None:
+        self.driver: Driver | None = None
+
+    def handle(self, signum: int, frame: Any) -> None:
+        if self.driver is None or self.driver.stop_requested:
+            raise KeyboardInterrupt(f"signal {signum}")
+        self.driver.stop_requested = True
+        print(f"\nrlft: {signal.Signals(signum).name}: stopping after the current step "
+              "(a checkpoint is written); again to stop at once", file=sys.stderr, flush=True)
 
 
 def _summary_dict(summary: RunSummary) -> dict[str, Any]:

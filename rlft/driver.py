@@ -121,6 +121,8 @@ class Driver:
         self._boundary: dict[str, Any] | None = None  # driver state at the start of the current step
         self._learner_ahead = False  # the learner applied an update the driver has not counted yet
         self.failed_checkpoints = 0
+        self.stop_requested = False  # set from a signal handler: stop at the next step boundary
+        self._in_step = False
 
     # ------------------------------------------------------------------------------------------
 
@@ -274,6 +276,7 @@ class Driver:
     def _begin_step(self) -> float:
         """Remember the state at the step's start (an interrupt checkpoint is taken from it)."""
         self._boundary = self.state_dict()
+        self._in_step = True
         return self.clock()
 
     def _train(self, batch: TrainBatch, *, supervised: bool = False, lr: float | None = None) -> dict[str, float]:
@@ -296,12 +299,14 @@ class Driver:
         """Count the step, log it, and checkpoint on the configured cadence."""
         self.step += 1
         self.stage_step += 1
-        self._learner_ahead = False
+        self._learner_ahead = self._in_step = False
         metrics.update({"step": float(self.step), "version": float(self.version), "time/step": self.clock() - start})
         self._log(metrics, stage)
         every = self.cfg.checkpoint.every
         if every and self.step % every == 0:
             self.checkpoint()
+        if self.stop_requested:
+            raise KeyboardInterrupt("stop requested")
 
     def _log(self, metrics: dict[str, float], stage: str | None = None) -> None:
         """Hand the metrics to the sink, tagged with the stage they belong to."""
@@ -340,11 +345,12 @@ class Driver:
         """A checkpoint of the last step boundary; none when the learner is ahead of the driver
         (interrupted inside its update: the boundary's weights are gone), so a resume never
         replays or skips a step."""
-        if self._learner_ahead or self._boundary is None:
+        if self._learner_ahead:
             logger.warning("interrupted during a learner update: the last periodic checkpoint is the resume point")
             return
+        state = self._boundary if self._in_step else self.state_dict()
         try:
-            path = self.checkpoint(self._boundary)
+            path = self.checkpoint(state)
         except Exception as err:  # the actors may be going down with the interrupt
             logger.warning("no checkpoint on interrupt: %s: %s", type(err).__name__, err)
             return

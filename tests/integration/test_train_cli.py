@@ -115,7 +115,8 @@ def test_a_reward_failing_past_the_limit_stops_the_run_with_a_clear_error(tmp_pa
     assert "reward 'score' failed (exception) on sample 0: KeyError" in log and "completion" in log
 
 
-def test_ctrl_c_stops_cleanly_and_leaves_nothing_running(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_interrupt_checkpoints_stops_cleanly_and_leaves_nothing_running(tmp_path, sig):
     run_dir = tmp_path / "run"
     proc = subprocess.Popen(
         [RLFT, "train", "stages=[{kind: sft, steps: 100000, batch_size: 8}]", "--run-dir", str(run_dir)],
@@ -127,7 +128,7 @@ def test_ctrl_c_stops_cleanly_and_leaves_nothing_running(tmp_path):
         assert proc.poll() is None, proc.stdout.read()[-3000:]
         assert time.time() < deadline, "the run did not start training in time"
         time.sleep(1)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     try:
         output, _ = proc.communicate(timeout=120)
     except subprocess.TimeoutExpired:
@@ -135,6 +136,12 @@ def test_ctrl_c_stops_cleanly_and_leaves_nothing_running(tmp_path):
         pytest.fail("rlft train did not stop within 120 s of Ctrl-C")
     assert proc.returncode == 130, output[-3000:]
     assert "interrupted; actors stopped" in output
+    # the step in flight finished, a checkpoint of it was written, and the way back is printed
+    assert "stopping after the current step" in output and f"rlft train --resume {run_dir}" in output
+    from rlft.checkpointing import latest_checkpoint, load_driver_state
+
+    latest = latest_checkpoint(run_dir / "checkpoints")
+    assert latest is not None and load_driver_state(latest)["step"] >= 2
     deadline = time.time() + 30  # Ray's last processes may take a moment to exit
     while (left := _session_processes(proc.pid)) and time.time() < deadline:
         time.sleep(1)

@@ -329,3 +329,21 @@ def test_a_failed_checkpoint_keeps_the_previous_one_and_the_run_goes_on(tmp_path
     assert summary.steps == 4 and driver.failed_checkpoints == 2  # step 4 and the final one failed
     assert sorted(p.name for p in tmp_path.iterdir()) == ["step-000002"]  # intact; no .tmp left behind
     assert (tmp_path / "step-000002" / "model.safetensors").read_text() == "weights"
+
+
+def test_a_stop_request_ends_the_run_after_the_step_with_an_exact_checkpoint(tmp_path):
+    driver, _, _, learner = make(["stages=[{kind: rl, steps: 5}]", "evaluation.pass_k=0"], ckpt=str(tmp_path))
+    train_step = learner.train_step
+
+    def request_stop_in_step_2(batch, **kw):
+        if len(learner.batches) == 1:
+            driver.stop_requested = True  # what the first Ctrl-C / SIGTERM does
+        return train_step(batch, **kw)
+
+    learner.train_step = request_stop_in_step_2
+    with pytest.raises(KeyboardInterrupt):
+        driver.run()
+    from rlft.checkpointing import load_driver_state
+
+    state = load_driver_state(tmp_path / "step-000002")  # step 2 finished, then the run stopped
+    assert (state["step"], state["version"], state["stage_step"]) == (2, 2, 2)
