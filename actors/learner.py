@@ -408,7 +408,10 @@ class LearnerWorker:
         """Write the model (safetensors) and its tokenizer to ``path`` in Hugging Face format; rank 0
         writes, every rank returns once it is written."""
         state = self.state_dict_for_sync()
-        if self.rank == 0:
+
+        def write() -> None:
+            if self.rank != 0:
+                return
             Path(path).mkdir(parents=True, exist_ok=True)
             self.model.save_pretrained(path, state_dict=state, safe_serialization=True)
             try:
@@ -417,20 +420,44 @@ class LearnerWorker:
                 AutoTokenizer.from_pretrained(self.tokenizer_path).save_pretrained(path)
             except (OSError, ValueError) as err:  # a model without a tokenizer can still be saved
                 logger.warning("no tokenizer saved with the checkpoint: %s", err)
-        if dist.is_initialized():
-            dist.barrier()
+
+        self._on_every_rank(write)
         return path
+
+    def _on_every_rank(self, write: Any) -> None:
+        """Run ``write`` here and agree with the other ranks on the outcome: if any rank failed,
+        every rank raises (none is left waiting in a collective the failed one never reaches)."""
+        error: BaseException | None = None
+        try:
+            write()
+        except Exception as err:
+            error = err
+        failed = self._all_reduce(torch.tensor([0.0 if error is None else 1.0]), op=dist.ReduceOp.MAX)
+        if error is not None:
+            raise error
+        if failed.item():
+            raise OSError("another learner rank failed to write its part of the checkpoint")
 
     def save_checkpoint(self, path: str, *, weights_only: bool = False) -> str:
         """``save_pretrained`` plus, unless ``weights_only``, this rank's training state in
         ``path/trainer_state/learner-rank<r>.pt``: the optimizer (AdamW moments and step counts), the
         version (which drives the LR schedule), the skip counter and the torch RNG state; under FSDP
-        also the rank's fp32 master shards (the Hugging Face files hold the serving dtype)."""
+        also the rank's fp32 master shards (the Hugging Face files hold the serving dtype).
+
+        Any failure to write (a full disk shows up as a ``SafetensorError`` from safetensors, not an
+        ``OSError``) is raised as an ``OSError``, which the driver treats as a failed checkpoint."""
+        try:
+            return self._save_checkpoint(path, weights_only)
+        except OSError:
+            raise
+        except Exception as err:
+            raise OSError(f"writing the checkpoint {path} failed: {type(err).__name__}: {err}") from err
+
+    def _save_checkpoint(self, path: str, weights_only: bool) -> str:
         self.save_pretrained(path)
         if weights_only:
             return path
         state_dir = Path(path) / "trainer_state"
-        state_dir.mkdir(parents=True, exist_ok=True)
         state = {
             "optimizer": self.optimizer.state_dict(),
             "version": self.version,
@@ -440,9 +467,12 @@ class LearnerWorker:
         }
         if self.sharded:
             state["master"] = self.model.state_dict()
-        torch.save(state, state_dir / f"learner-rank{self.rank}.pt")
-        if dist.is_initialized():
-            dist.barrier()
+
+        def write() -> None:
+            state_dir.mkdir(parents=True, exist_ok=True)
+            torch.save(state, state_dir / f"learner-rank{self.rank}.pt")
+
+        self._on_every_rank(write)
         return path
 
     def load_checkpoint(self, path: str) -> int:
