@@ -360,6 +360,9 @@ class ClusterConfig(Section):
     """CPUs reserved for each learner rank."""
     reward_cpus_per_worker: NonNegative = 1.0
     """CPUs reserved for each reward worker."""
+    max_restarts: Annotated[int, Field(ge=0)] = 3
+    """Times Ray restarts a dead rollout or reward worker (its lost share of the step is re-issued);
+    a learner rank is never restarted mid-run."""
     dashboard: bool = True
     """Start the Ray dashboard with an embedded Ray (its URL is printed); actors are listed by role and rank."""
 
