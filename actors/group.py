@@ -10,18 +10,40 @@ that fails on the far side::
     versions = group.call(RolloutWorker.version)                 # same call on every worker
     outs = group.call_each(RolloutWorker.generate, [(p0, s), (p1, s)])   # one argument set each
 
-A worker that died raises ``WorkerDiedError`` naming the role and the rank.
+A worker that died raises ``WorkerDiedError`` naming the role and the rank, as soon as its call
+fails (``gather`` watches every rank at once: a dead learner rank surfaces while its peers still wait
+in a collective for it).
+
+**Restarts.** With ``max_restarts=N`` Ray restarts a dead actor (its constructor runs again with the
+same arguments) up to N times; ``call_each_retrying`` turns that into a call that survives it::
+
+    outs = group.call_each_retrying(RolloutWorker.generate, per_rank, on_restart=push_weights_to)
+
+Ray itself never re-runs a lost call (``max_task_retries=0``): the group knows which rank's request
+was lost, waits until that actor is alive again, lets ``on_restart(rank)`` restore its state (a
+restarted rollout engine serves the base model until it is given the current weights), re-issues
+that rank's request only, and counts the restart (``restarts``, ``restarts_by_rank``). A worker that
+died and was restarted between calls (no call was lost, but its state was) is caught too: each call
+is preceded by a query of the actor's incarnation (its Ray worker id), so the call's result from a
+fresh incarnation is discarded and re-issued after the hook. With no restarts left, or
+``max_restarts=0``, the call raises ``WorkerDiedError``.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any, Callable, Concatenate, Generic, ParamSpec, Sequence, TypeVar
 
 import ray
-from ray.exceptions import GetTimeoutError, RayActorError
+from ray.exceptions import ActorDiedError, GetTimeoutError, RayActorError, RayTaskError
 from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+logger = logging.getLogger(__name__)
+
+DEAD_PEER_GRACE_S = 5.0
+"""After one rank's call raised, how long ``gather`` looks for a dead rank behind it."""
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -44,7 +66,8 @@ def create_named(remote_cls: Any, options: dict[str, Any], name: str, args: tupl
 
 
 class WorkerDiedError(RuntimeError):
-    """A worker of a group died (crashed, was killed, or its node went away)."""
+    """A worker of a group died (crashed, was killed, or its node went away) and is not coming back
+    (``max_restarts=0``, no restarts left, or it did not come back within the restart timeout)."""
 
     def __init__(self, role: str, rank: int, cause: BaseException):
         super().__init__(f"{role} worker rank {rank} died: {type(cause).__name__}: {cause}")
@@ -69,17 +92,24 @@ class WorkerGroup(Generic[T]):
         num_gpus: float = 0.0,
         strategy: str = "PACK",
         max_restarts: int = 0,
+        restart_timeout_s: float = 600.0,
         env_vars: dict[str, str] | None = None,
         placement_timeout_s: float = 120.0,
         start: bool = True,
     ):
         """Reserve the placement group and, with ``start``, create the actors: ``args(rank)`` gives
         each rank's constructor ``(args, kwargs)``. With ``start=False`` call ``start(args)`` later,
-        e.g. once a rendezvous address has been found on bundle 0's node."""
+        e.g. once a rendezvous address has been found on bundle 0's node.
+
+        ``max_restarts``: how many times Ray may restart each actor (``call_each_retrying`` then
+        re-issues what was lost); ``restart_timeout_s``: how long to wait for a restarted actor's
+        constructor (a vLLM engine takes tens of seconds) before giving up with ``WorkerDiedError``."""
         if n < 1:
             raise ValueError(f"a {role} group needs at least 1 worker, got {n}")
         if num_cpus <= 0 and num_gpus <= 0:
             raise ValueError(f"{role} workers must reserve some CPU or GPU")
+        if max_restarts < 0:
+            raise ValueError(f"max_restarts must be >= 0, got {max_restarts}")
         self.role, self.cls, self.n = role, cls, n
         bundle = {"CPU": num_cpus, **({"GPU": num_gpus} if num_gpus > 0 else {})}
         self._pg = placement_group([dict(bundle) for _ in range(n)], strategy=strategy)
@@ -91,7 +121,14 @@ class WorkerGroup(Generic[T]):
                 f"cannot place {n} {role} worker(s) of {bundle} with strategy {strategy} within "
                 f"{placement_timeout_s:.0f} s; the cluster has {ray.available_resources()} available"
             ) from None
-        self._options = dict(num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=max_restarts)
+        # Ray never re-runs a lost call (max_task_retries=0): call_each_retrying re-issues it, so
+        # rlft knows what was lost and can restore a restarted actor's state first.
+        self._options = dict(
+            num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=max_restarts, max_task_retries=0
+        )
+        self.max_restarts, self.restart_timeout_s = max_restarts, restart_timeout_s
+        self.restarts_by_rank = [0] * n  # restarts seen (and recovered from) per rank
+        self._incarnations: list[str | None] = [None] * n  # Ray worker id of each rank's actor
         self._env_vars = env_vars
         self._actors: list[Any] = []
         if start:
@@ -153,14 +190,184 @@ class WorkerGroup(Generic[T]):
         return [getattr(actor, name).remote(*args, **kwargs) for actor in self._actors]
 
     def gather(self, refs: Sequence[ray.ObjectRef], timeout_s: float | None = None) -> list[Any]:
-        """Wait for ``refs`` (one per rank); a dead worker raises ``WorkerDiedError``."""
-        out = []
-        for rank, ref in enumerate(refs):
+        """Wait for ``refs`` (one per rank); results by rank. The first failure raises at once, in
+        the order the calls finish: a dead worker as ``WorkerDiedError`` (so a dead learner rank
+        surfaces while its peers still block in a collective waiting for it), an exception raised
+        by the method as itself. ``timeout_s`` bounds the whole wait (``GetTimeoutError``)."""
+        rank_of = {ref: rank for rank, ref in enumerate(refs)}
+        pending, results = list(refs), {}
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while pending:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            ready, pending = ray.wait(pending, num_returns=1, timeout=left)
+            if not ready:
+                raise GetTimeoutError(
+                    f"{len(pending)} of {len(refs)} {self.role} call(s) not done within {timeout_s:g} s"
+                )
+            rank = rank_of[ready[0]]
             try:
-                out.append(ray.get(ref, timeout=timeout_s))
+                results[rank] = ray.get(ready[0])
+            except Exception as err:
+                if isinstance(err, RayActorError) and not _raised_by_method(err):
+                    raise WorkerDiedError(self.role, rank, err) from err
+                # A peer's death often shows first as this rank's failed collective: prefer the
+                # root cause when another rank turns out dead within a short grace.
+                self._raise_dead_rank(pending, rank_of, cause=err)
+                raise
+        return [results[rank] for rank in range(len(refs))]
+
+    def _raise_dead_rank(
+        self, pending: list[ray.ObjectRef], rank_of: dict[ray.ObjectRef, int], cause: BaseException
+    ) -> None:
+        if not pending:
+            return
+        ready, _ = ray.wait(pending, num_returns=len(pending), timeout=DEAD_PEER_GRACE_S)
+        for ref in sorted(ready, key=rank_of.__getitem__):
+            try:
+                ray.get(ref)
             except RayActorError as err:
-                raise WorkerDiedError(self.role, rank, err) from err
-        return out
+                if not _raised_by_method(err):
+                    raise WorkerDiedError(self.role, rank_of[ref], err) from cause
+            except Exception:
+                pass
+
+    # ------------------------------------------------------------------ restarts
+
+    @property
+    def restarts(self) -> int:
+        """Actor restarts this group has recovered from, over all ranks."""
+        return sum(self.restarts_by_rank)
+
+    def call_each_retrying(
+        self,
+        method: Callable[Concatenate[T, P], R],
+        per_rank: Sequence[tuple[Any, ...]],
+        *,
+        on_restart: Callable[[int], Any] | None = None,
+        **common: Any,
+    ) -> list[R]:
+        """``call_each`` that survives restarted workers: a rank whose actor died (during this call,
+        or since this group last saw it) is waited for until Ray has restarted it, handed to
+        ``on_restart(rank)`` to restore its state, counted, and its call alone re-issued with the
+        same arguments; the other ranks' calls run on undisturbed. Results by rank.
+
+        The method must be safe to run again (a lost call may have run partly). Raises
+        ``WorkerDiedError`` for a worker that is dead for good (``max_restarts=0``, no restarts
+        left, its constructor failed, or not back within ``restart_timeout_s``)."""
+        if len(per_rank) != self.n:
+            raise ValueError(f"{len(per_rank)} argument sets for {self.n} {self.role} workers")
+        name = self._name(method)
+        watch = self.max_restarts > 0  # without restarts, nothing to watch: a death is final
+        calls: dict[int, tuple[ray.ObjectRef | None, ray.ObjectRef]] = {}
+
+        def issue(rank: int) -> None:
+            actor = self._actors[rank]
+            # Calls from one caller run in order on a (non-async) actor: the incarnation query
+            # runs right before the call, on the same incarnation unless the call fails too.
+            check = actor.__ray_call__.remote(_incarnation) if watch else None
+            calls[rank] = (check, getattr(actor, name).remote(*per_rank[rank], **common))
+
+        for rank in range(self.n):
+            issue(rank)
+        results: dict[int, Any] = {}
+        while calls:
+            rank_of = {ref: rank for rank, (_, ref) in calls.items()}
+            ready, _ = ray.wait(list(rank_of), num_returns=1)
+            rank = rank_of[ready[0]]
+            check, ref = calls.pop(rank)
+            lost = self._restarted_since_seen(rank, check) if check is not None else None
+            if lost is None:
+                try:
+                    results[rank] = ray.get(ref)
+                    continue
+                except RayActorError as err:
+                    if _raised_by_method(err):
+                        raise
+                    lost = err
+            self._recover(rank, lost, on_restart)
+            issue(rank)
+        return [results[rank] for rank in range(self.n)]
+
+    def recover(self, on_restart: Callable[[int], Any] | None = None) -> list[int]:
+        """Find the ranks whose actor died or was restarted since this group last saw it, wait for
+        them to be back, restore each with ``on_restart(rank)`` and count it; the restarted ranks.
+        For a caller whose own call failed because of a worker (e.g. a weight push whose target
+        engine died), to tell a restart it can recover from from a worker dead for good
+        (``WorkerDiedError``)."""
+        checks = [actor.__ray_call__.remote(_incarnation) for actor in self._actors]
+        restarted = []
+        for rank, check in enumerate(checks):
+            lost = self._restarted_since_seen(rank, check)
+            if lost is not None and self._recover(rank, lost, on_restart):
+                restarted.append(rank)
+        return restarted
+
+    def _restarted_since_seen(self, rank: int, check: ray.ObjectRef) -> BaseException | None:
+        """Why rank ``rank`` must be recovered (its incarnation query failed, or answered with a new
+        incarnation), or None when it is the actor this group saw last (or the first one seen)."""
+        try:
+            incarnation = ray.get(check)
+        except RayActorError as err:
+            return err
+        seen = self._incarnations[rank]
+        if seen is None:
+            self._incarnations[rank] = incarnation
+            return None
+        if incarnation != seen:
+            return RuntimeError(f"{self.role} worker rank {rank} was restarted between calls")
+        return None
+
+    def _recover(self, rank: int, cause: BaseException, on_restart: Callable[[int], Any] | None) -> bool:
+        """Wait until rank ``rank``'s actor answers; when it is a new incarnation, count it and run
+        ``on_restart(rank)`` (again, if the actor dies while being restored). False when the same
+        actor answers (a transient failure: nothing was restarted)."""
+        if self.max_restarts == 0:
+            raise WorkerDiedError(self.role, rank, cause)
+        restarted = False
+        while True:
+            incarnation = self._await_alive(rank, cause)
+            if incarnation == self._incarnations[rank]:
+                return restarted
+            self._incarnations[rank] = incarnation
+            self.restarts_by_rank[rank] += 1
+            restarted = True
+            logger.warning(
+                "%s worker rank %d was restarted (%d restart(s) of this group so far): %s",
+                self.role, rank, self.restarts, _first_line(cause),
+            )
+            if on_restart is None:
+                return True
+            try:
+                on_restart(rank)
+                return True
+            except Exception as err:  # the actor died again while being restored: go round again
+                again = self._actors[rank].__ray_call__.remote(_incarnation)
+                if self._restarted_since_seen(rank, again) is None:
+                    raise
+                cause = err
+
+    def _await_alive(self, rank: int, cause: BaseException) -> str:
+        """The incarnation of rank ``rank``'s actor once it answers again (Ray restarts it and runs
+        its constructor, tens of seconds for a vLLM engine)."""
+        actor, ref = self._actors[rank], None
+        deadline = time.monotonic() + self.restart_timeout_s
+        while (left := deadline - time.monotonic()) > 0:
+            if ref is None:
+                ref = actor.__ray_call__.remote(_incarnation)
+            try:
+                return ray.get(ref, timeout=min(left, 5.0))
+            except GetTimeoutError:  # queued behind the constructor: keep waiting for this query
+                continue
+            except ActorDiedError as err:  # dead for good: no restarts left, or its constructor failed
+                raise WorkerDiedError(self.role, rank, err) from cause
+            except RayActorError:  # restarting: its queries fail until it is back
+                ref = None
+                time.sleep(0.2)
+        raise WorkerDiedError(
+            self.role,
+            rank,
+            TimeoutError(f"not back {self.restart_timeout_s:g} s after it died ({_first_line(cause)})"),
+        ) from cause
 
     def _name(self, method: Callable[..., Any]) -> str:
         name = getattr(method, "__name__", None)
@@ -207,3 +414,19 @@ class WorkerGroup(Generic[T]):
 
     def __exit__(self, *exc: object) -> None:
         self.shutdown()
+
+
+def _incarnation(_self: Any) -> str:
+    """Run on an actor (``__ray_call__``): its Ray worker id, new with every restart."""
+    return ray.get_runtime_context().get_worker_id()
+
+
+def _raised_by_method(err: RayActorError) -> bool:
+    """True for an exception raised by the called method itself (Ray wraps it in a ``RayTaskError``
+    that also subclasses the cause's type, e.g. the method's own call to another, dead actor)."""
+    return isinstance(err, RayTaskError)
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return f"{type(err).__name__}: {text.splitlines()[0] if text else ''}"

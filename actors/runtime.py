@@ -11,7 +11,7 @@
 Each actor receives only its own config sections.
 
 **Restarts.** Rollout and reward workers are restarted by Ray when they die (``max_restarts``, by
-default ``cluster.max_restarts`` or 3): a step whose worker dies re-issues that worker's share once
+default ``cluster.max_restarts``): a step whose worker dies re-issues that worker's share once
 it is back (``WorkerGroup.call_each_retrying``), after giving a restarted engine the weights of the
 last push (``WeightPush`` sets ``RolloutGroup.on_restart``); ``restart_metrics()`` counts them. A
 learner rank cannot be restarted (its peers hold the step's collective state): it dies as
@@ -40,12 +40,8 @@ from rewards.compose import combine
 from rewards.pool import Sample, runtime_sample
 
 
-DEFAULT_MAX_RESTARTS = 3
-"""Ray restarts per rollout / reward worker when the config does not say (``cluster.max_restarts``)."""
-
-
 def _max_restarts(cfg: RunConfig, given: int | None) -> int:
-    return given if given is not None else getattr(cfg.cluster, "max_restarts", DEFAULT_MAX_RESTARTS)
+    return cfg.cluster.max_restarts if given is None else given
 
 
 class RolloutGroup:
