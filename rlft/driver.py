@@ -188,6 +188,10 @@ class Driver:
         self.sampler.observe(rollouts, rewards)
         metrics = {**reward_metrics(rollouts, rewards), **scores.metrics, **batch_metrics, **self.sampler.metrics()}
         metrics["prompt_ids"] = [p.prompt_id for p in prompts]  # logged: a resumed run's data is checkable
+        for role in (self.engine, self.scorer):  # workers Ray restarted (run totals), when the role has them
+            restarts = getattr(role, "restart_metrics", None)
+            if restarts is not None:
+                metrics.update(restarts())
         tokens = sum(len(r.completion_ids) for r in rollouts)
         metrics["throughput/tokens_per_s"] = tokens / max(timings["time/generate"], 1e-9)
         self._log_samples(rollouts, scores, stage_name)

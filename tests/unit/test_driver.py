@@ -347,3 +347,11 @@ def test_a_stop_request_ends_the_run_after_the_step_with_an_exact_checkpoint(tmp
 
     state = load_driver_state(tmp_path / "step-000002")  # step 2 finished, then the run stopped
     assert (state["step"], state["version"], state["stage_step"]) == (2, 2, 2)
+
+
+def test_restart_counts_of_the_roles_reach_the_step_metrics():
+    driver, *_ = make(["stages=[{kind: rl, steps: 1}]", "evaluation.pass_k=0"])
+    driver.engine.restart_metrics = lambda: {"restarts/rollout": 2.0}
+    driver.scorer.restart_metrics = lambda: {"restarts/reward": 1.0}
+    metrics = driver.rl_step()
+    assert (metrics["restarts/rollout"], metrics["restarts/reward"]) == (2.0, 1.0)
