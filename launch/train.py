@@ -170,6 +170,7 @@ def train(
     resumed_step = load_driver_state(resume_from)["step"] if resume_from else 0
     if resume_from:
         truncate_logs(run_dir, resumed_step)  # rows of steps after the checkpoint are logged again
+        carry_logger_ids(Path(resume_from).parent.parent, run_dir)
     save_config(cfg, run_dir / "config.yaml")
     handler = logging.FileHandler(run_dir / "train.log")  # warnings of the driver and launcher
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -210,6 +211,13 @@ def truncate_logs(run_dir: Path, step: int) -> None:
         tmp = path.with_suffix(".jsonl.tmp")
         tmp.write_text("".join(f"{line}\n" for line in kept))
         tmp.replace(path)
+
+
+def carry_logger_ids(source_run: Path, run_dir: Path) -> None:
+    """Resuming another run's checkpoint into a new run directory continues that run's wandb run."""
+    source, target = source_run / "wandb_run_id", run_dir / "wandb_run_id"
+    if source.is_file() and not target.exists() and source_run.resolve() != run_dir.resolve():
+        target.write_text(source.read_text())
 
 
 def latest_resume_point(run_dir: Path) -> Path | None:

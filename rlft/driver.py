@@ -37,7 +37,7 @@ from rlft.checkpointing import (
     set_rng_state,
     step_dir_name,
 )
-from rlft.config import RunConfig, StageConfig
+from rlft.config import RunConfig, StageConfig, save_config
 from rlft.curriculum import UniformSampler
 from rlft.types import Prompt, Rollout, SamplingSettings, Scores, TrainBatch, TrainSample
 
@@ -334,6 +334,7 @@ class Driver:
                 self.learner.save_checkpoint(str(tmp), weights_only=weights_only)
                 if not weights_only:
                     save_driver_state(tmp, state)
+                    save_config(self.cfg, tmp / "trainer_state" / "config.yaml")
         except OSError as err:
             self.failed_checkpoints += 1
             logger.error("checkpoint at step %d failed, the previous ones are intact: %s", state["step"], err)

@@ -247,6 +247,7 @@ def test_a_restored_driver_continues_exactly_where_the_checkpoint_left_off(tmp_p
     with pytest.raises(KeyboardInterrupt):
         first.run()
     resumed, calls, engine, learner = make([stages, "evaluation.pass_k=0"], sft=True, ckpt=str(tmp_path / "b"))
+    assert load_config(tmp_path / "b" / "step-000004" / "trainer_state" / "config.yaml") == first.cfg
     resumed.restore(tmp_path / "b" / "step-000004")
     assert (resumed.step, resumed.version, resumed.stage_index, resumed.stage_step) == (4, 4, 1, 2)
     assert calls[:2] == ["load", "sync"] and engine.version == 4  # the engines serve the restored weights
