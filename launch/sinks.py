@@ -138,10 +138,13 @@ def resolve_progress(mode: str, stream: Any = None) -> str:
 
 
 def format_line(step: int, metrics: Mapping[str, Any]) -> str:
-    """The compact per-step line: ``step   12  stage=rl0  mean=0.25  loss=0.1  ...  step=1.3``."""
+    """The compact per-step line: ``step   12  stage=rl0  reward=0.25  loss=0.1  ...  s/step=1.3``."""
     keys = [*LINE_KEYS, *sorted(k for k in metrics if k.startswith("eval/pass@")), "time/step"]
-    shown = [f"{k.split('/')[-1]}={_fmt(metrics[k])}" for k in keys if k in metrics]
+    shown = [f"{_LABELS.get(k, k.split('/')[-1])}={_fmt(metrics[k])}" for k in keys if k in metrics]
     return f"step {step:4d}  " + "  ".join(shown)
+
+
+_LABELS = {"reward/mean": "reward", "time/step": "s/step"}
 
 
 def _fmt(v: Any) -> str:

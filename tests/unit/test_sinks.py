@@ -90,7 +90,7 @@ def test_console_lines_and_train_log(tmp_path, capsys):
     sink.close()
     out = capsys.readouterr().out.splitlines()
     assert out == [
-        "step    1  stage=rl0  mean=0.25  loss=0.125  kl=0.01  step=1.5",
+        "step    1  stage=rl0  reward=0.25  loss=0.125  kl=0.01  s/step=1.5",
         "step    1  accuracy=0.5  pass@4=0.75",
     ]
     assert (tmp_path / "train.log").read_text().splitlines() == out
@@ -196,7 +196,7 @@ def test_build_sinks_default_selection(tmp_path, capsys):
     assert all(isinstance(s, S.SafeSink) for s in sink.sinks)
     sink.log(1, {"stage": "rl0", "reward/mean": 0.5})
     sink.close()
-    assert "step    1  stage=rl0  mean=0.5" in capsys.readouterr().out
+    assert "step    1  stage=rl0  reward=0.5" in capsys.readouterr().out
     assert (tmp_path / "metrics.jsonl").is_file() and (tmp_path / "train.log").is_file()
 
 
