@@ -70,6 +70,9 @@ class JudgeWorker:
     def __init__(self, model_path: str, judge_cfg: JudgeConfig, *, seed: int = 0) -> None:
         # before vLLM is imported: the engine core then runs in this process (module doc)
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+        # vLLM's per-call INFO lines (one per weight reload) would bury the run's own; set
+        # VLLM_LOGGING_LEVEL in the actor's runtime_env to see them
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
         import torch
         from vllm import LLM
         from vllm.platforms import current_platform

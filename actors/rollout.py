@@ -122,6 +122,9 @@ class RolloutWorker:
     ) -> None:
         # must be set before the engine is built: collective_rpc is then a direct call (module doc)
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+        # vLLM's per-call INFO lines (one per weight reload) would bury the run's own; set
+        # VLLM_LOGGING_LEVEL in the actor's runtime_env to see them
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
         import torch
         from vllm import LLM
         from vllm.platforms import current_platform

@@ -148,3 +148,60 @@ def sample_rows(
             }
         )
     return rows
+
+
+def group_variances(rollouts: Sequence[Rollout], rewards: Sequence[float | None]) -> dict[int, bool]:
+    """Per group id: True when its scored rewards differ (the group carries an advantage signal).
+
+    >>> from rlft.types import Rollout
+    >>> rs = [Rollout("p", g, [1], [2], [0.0], "stop", 0) for g in (0, 0, 1, 1)]
+    >>> group_variances(rs, [1.0, 0.0, 1.0, 1.0])
+    {0: True, 1: False}
+    """
+    seen: dict[int, set[float]] = {}
+    for r, x in zip(rollouts, rewards):
+        values = seen.setdefault(r.group_id, set())
+        if x is not None:
+            values.add(float(x))
+    return {g: len(values) > 1 for g, values in seen.items()}
+
+
+def group_results(
+    indices: Sequence[int],
+    rollouts: Sequence[Rollout],
+    rewards: Sequence[float | None],
+    *,
+    categories: Sequence[str | None] | None,
+    estimator: str,
+    params: dict[str, Any] | None = None,
+) -> list[GroupResult]:
+    """What the curriculum sampler observes: per drawn prompt (group ``g`` is ``indices[g]``), its
+    category, scored rewards and advantages (failed samples left out).
+
+    >>> from rlft.types import Rollout
+    >>> rs = [Rollout("p", g, [1], [2], [0.0], "stop", 0) for g in (0, 0, 1, 1)]
+    >>> res = group_results([7, 3], rs, [1.0, 0.0, None, 1.0], categories=None, estimator="rloo")
+    >>> [(r.index, r.rewards, r.advantages) for r in res]
+    [(7, [1.0, 0.0], [1.0, -1.0]), (3, [1.0], [0.0])]
+    """
+    from rlft.curriculum.base import GroupResult
+
+    kept = [(r.group_id, float(x)) for r, x in zip(rollouts, rewards) if x is not None and math.isfinite(x)]
+    advantages: list[float] = []
+    if kept:
+        reward_t = torch.tensor([x for _, x in kept], dtype=torch.float64)
+        groups = torch.tensor([g for g, _ in kept])
+        advantages = ADVANTAGES.get(estimator)(reward_t, groups, **(params or {})).tolist()
+    per_group: dict[int, tuple[list[float], list[float]]] = {g: ([], []) for g in range(len(indices))}
+    for (g, x), a in zip(kept, advantages):
+        per_group[g][0].append(x)
+        per_group[g][1].append(a)
+    return [
+        GroupResult(
+            index=indices[g],
+            category=categories[indices[g]] if categories is not None else None,
+            rewards=per_group[g][0],
+            advantages=per_group[g][1],
+        )
+        for g in range(len(indices))
+    ]

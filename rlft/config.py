@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 from rlft.algorithms import ADVANTAGES, KL_ESTIMATORS, POLICY_LOSSES, AggregationMode, Registry
 from rlft.algorithms.registry import closest
+from rlft.curriculum import SAMPLERS
 from rlft.plugins import import_plugin, resolve_plugin
 
 
@@ -254,6 +255,15 @@ class RewardConfig(Section):
         return self
 
 
+class DynamicSamplingConfig(Section):
+    enabled: bool = False
+    """DAPO dynamic sampling: drop groups whose rewards are all equal and draw more prompts until the
+    step has ``rollout.prompts_per_step`` groups with signal."""
+    max_extra_rounds: Annotated[int, Field(ge=0)] = 3
+    """Extra generation rounds per step at most; when they run out the step trains on the groups it
+    has (logged as ``sampling/groups_short``), it never fails."""
+
+
 class AlgoConfig(Section):
     advantage: AdvantageChoice = AdvantageChoice()
     """How outcome rewards become advantages."""
@@ -267,6 +277,8 @@ class AlgoConfig(Section):
     """Truncated importance sampling cap C against the rollout engine's logprobs; None disables."""
     filter_zero_variance: bool = False
     """Drop groups whose rewards are all equal (they carry no advantage) before the learner step."""
+    dynamic_sampling: DynamicSamplingConfig = DynamicSamplingConfig()
+    """Refill the batch with fresh prompts for the groups dropped for zero variance (DAPO)."""
 
 
 class LearnerConfig(Section):
@@ -299,11 +311,14 @@ class LearnerConfig(Section):
     """Optimizer steps per epoch (the batch is split into this many mini-batches)."""
 
 
-class CurriculumConfig(Section):
-    name: Literal["uniform"] = "uniform"
-    """Prompt sampler: ``uniform`` draws without replacement, reshuffled every epoch."""
-    params: dict[str, Any] = {}
-    """Sampler hyperparameters."""
+class CurriculumConfig(_AlgoChoice):
+    _registry = SAMPLERS
+    name: str = "uniform"
+    """Prompt sampler from ``rlft.curriculum.SAMPLERS``: uniform, weighted_sources, sec, dump,
+    learnability, difficulty_pools (or a plugin's); see the README's Curriculum section."""
+    category_field: str = "category"
+    """The prompt metadata field that names its category (a dataset column in ``data.metadata_fields``;
+    the built-in task has ``category`` and ``difficulty``)."""
 
 
 LoggerName = Literal["console", "jsonl", "tensorboard", "wandb"]

@@ -18,6 +18,7 @@ step t+1 with training on step t; this loop is synchronous.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -25,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from rlft.batching import build_train_batch, reward_metrics, sample_rows
+from rlft.batching import build_train_batch, group_results, group_variances, reward_metrics, sample_rows
 from rlft.checkpointing import (
     CheckpointError,
     atomic_dir,
@@ -38,7 +39,7 @@ from rlft.checkpointing import (
     step_dir_name,
 )
 from rlft.config import RunConfig, StageConfig, save_config
-from rlft.curriculum import UniformSampler
+from rlft.curriculum import UniformSampler, build_sampler
 from rlft.types import Prompt, Rollout, SamplingSettings, Scores, TrainBatch, TrainSample
 
 logger = logging.getLogger(__name__)
@@ -78,6 +79,20 @@ class MetricsSink(Protocol):
     def log(self, step: int, metrics: dict[str, float | str]) -> None: ...
 
 
+def _category(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _select(scores: Scores, chosen: list[int]) -> Scores:
+    """The scores of the samples at ``chosen`` (metrics kept as they were for the round)."""
+    return Scores(
+        [scores.totals[i] for i in chosen],
+        dict(scores.metrics),
+        list(scores.errors),
+        {k: [v[i] for i in chosen] for k, v in scores.per_reward.items()},
+    )
+
+
 @dataclass
 class RunSummary:
     """What a run did: evaluations by name (e.g. ``before_rl0``, ``after_rl0``) and the last step."""
@@ -111,7 +126,9 @@ class Driver:
         self.train_prompts, self.eval_prompts = list(train_prompts), list(eval_prompts)
         self.sft_examples = list(sft_examples)
         self.sink, self.checkpoint_dir, self.clock = sink, checkpoint_dir, clock
-        self.sampler = UniformSampler(len(self.train_prompts), seed=cfg.seed)
+        field_name = cfg.curriculum.category_field
+        self.categories = [_category(p.metadata.get(field_name)) for p in self.train_prompts]
+        self.sampler = build_sampler(cfg.curriculum.name, self.categories, seed=cfg.seed, params=cfg.curriculum.params)
         self.sft_sampler = UniformSampler(len(self.sft_examples), seed=cfg.seed) if self.sft_examples else None
         self.version = 0  # learner steps applied == policy version the engines serve after a sync
         self.step = 0  # global step counter across stages (logging, checkpoints)
@@ -171,22 +188,25 @@ class Driver:
         """One synchronous RL step; returns (and logs) its metrics."""
         cfg, timings = self.cfg, {}
         start = t = self._begin_step()
-        prompts = [self.train_prompts[i] for i in self.sampler.sample(cfg.rollout.prompts_per_step)]
-        rollouts = self.engine.generate(prompts, self.sampling(self.step))
-        timings["time/generate"], t = self.clock() - t, self.clock()
-        scores = self._score(rollouts)
+        indices, rollouts, scores, sampling_metrics = self._collect(cfg.rollout.prompts_per_step, timings)
+        prompts = [self.train_prompts[i] for i in indices]
         rewards = scores.totals
-        timings["time/reward"], t = self.clock() - t, self.clock()
+        t = self.clock()
         batch, batch_metrics = build_train_batch(
             rollouts,
             rewards,
             estimator=cfg.algo.advantage.name,
             params=cfg.algo.advantage.params,
-            filter_zero_variance=cfg.algo.filter_zero_variance,
+            filter_zero_variance=cfg.algo.filter_zero_variance or cfg.algo.dynamic_sampling.enabled,
             current_version=self.version,
         )
-        self.sampler.observe(rollouts, rewards)
-        metrics = {**reward_metrics(rollouts, rewards), **scores.metrics, **batch_metrics, **self.sampler.metrics()}
+        metrics = {
+            **reward_metrics(rollouts, rewards),
+            **scores.metrics,
+            **batch_metrics,
+            **sampling_metrics,
+            **self.sampler.metrics(),
+        }
         metrics["prompt_ids"] = [p.prompt_id for p in prompts]  # logged: a resumed run's data is checkable
         for role in (self.engine, self.scorer):  # workers Ray restarted (run totals), when the role has them
             restarts = getattr(role, "restart_metrics", None)
@@ -207,6 +227,69 @@ class Driver:
         metrics.update({f"learner/{k}": v for k, v in learner_metrics.items()}, **timings)
         self._finish_step(metrics, stage_name, start)
         return metrics
+
+    def _collect(self, n: int, timings: dict[str, float]) -> tuple[list[int], list[Rollout], Scores, dict[str, float]]:
+        """Draw ``n`` prompts, generate their groups and score them; the sampler observes every group.
+
+        With dynamic sampling (DAPO) only groups whose rewards differ are kept, and more prompts are
+        drawn (a fresh seed per round) until ``n`` such groups are in hand or
+        ``max_extra_rounds`` run out; then the step goes on with what it has. Group ids stay unique
+        across rounds. Returns the kept prompts' indices, their rollouts, scores and round metrics."""
+        ds = self.cfg.algo.dynamic_sampling
+        kept_idx: list[int] = []
+        kept: list[Rollout] = []
+        parts: list[Scores] = []
+        sampled = zero_variance = rounds = 0
+        timings.setdefault("time/generate", 0.0)
+        timings.setdefault("time/reward", 0.0)
+        while True:
+            want = n if not ds.enabled else n - len(kept_idx)
+            indices = self.sampler.sample(want)
+            settings = self.sampling(self.step)
+            if rounds:
+                settings = dataclasses.replace(settings, seed=(settings.seed or 0) + 1_000_003 * 7919 * rounds)
+            t = self.clock()
+            rollouts = self.engine.generate([self.train_prompts[i] for i in indices], settings)
+            timings["time/generate"] += self.clock() - t
+            t = self.clock()
+            scores = self._score(rollouts)
+            timings["time/reward"] += self.clock() - t
+            self._observe(indices, rollouts, scores.totals)
+            rounds += 1
+            sampled += len(indices)
+            signal = group_variances(rollouts, scores.totals)
+            zero_variance += sum(not v for v in signal.values())
+            keep = [g for g in range(len(indices)) if signal.get(g, False) or not ds.enabled]
+            keep = keep[: n - len(kept_idx)]
+            offset = len(kept_idx)
+            remap = {g: offset + j for j, g in enumerate(keep)}
+            chosen = [i for i, r in enumerate(rollouts) if r.group_id in remap]
+            kept += [dataclasses.replace(rollouts[i], group_id=remap[rollouts[i].group_id]) for i in chosen]
+            parts.append(_select(scores, chosen))
+            kept_idx += [indices[g] for g in keep]
+            if not ds.enabled or len(kept_idx) >= n or rounds > ds.max_extra_rounds:
+                break
+        metrics = {"sampling/rounds": float(rounds), "sampling/prompts": float(sampled),
+                   "sampling/zero_variance_fraction": zero_variance / max(sampled, 1)}
+        if ds.enabled:
+            metrics["sampling/groups_short"] = float(n - len(kept_idx))
+            if len(kept_idx) < n:
+                logger.warning("step %d: dynamic sampling found %d of %d groups with signal in %d rounds",
+                               self.step + 1, len(kept_idx), n, rounds)
+        return kept_idx, kept, Scores.concat(parts) if len(parts) > 1 else parts[0], metrics
+
+    def _observe(self, indices: list[int], rollouts: list[Rollout], totals: list[float | None]) -> None:
+        """Tell the sampler how each drawn prompt's group did (rewards and advantages)."""
+        self.sampler.observe(
+            group_results(
+                indices,
+                rollouts,
+                totals,
+                categories=self.categories,
+                estimator=self.cfg.algo.advantage.name,
+                params=self.cfg.algo.advantage.params,
+            )
+        )
 
     # ------------------------------------------------------------------------------------------
 

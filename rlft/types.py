@@ -84,6 +84,30 @@ class Scores:
     def of(value: Scores | list[float | None]) -> Scores:
         return value if isinstance(value, Scores) else Scores(list(value))
 
+    @staticmethod
+    def concat(parts: list[Scores]) -> Scores:
+        """Several batches' scores as one (dynamic sampling's rounds): totals and per-reward values
+        concatenated, counts summed, means weighted by batch size.
+
+        >>> a = Scores([1.0, None], {"reward/x/mean": 1.0, "reward/x/failed": 1.0}, per_reward={"x": [1.0, None]})
+        >>> b = Scores([0.0, 0.0], {"reward/x/mean": 0.0, "reward/x/failed": 0.0}, per_reward={"x": [0.0, 0.0]})
+        >>> m = Scores.concat([a, b]); m.totals, m.metrics["reward/x/failed"], m.metrics["reward/failed_fraction"]
+        ([1.0, None, 0.0, 0.0], 1.0, 0.25)
+        """
+        totals = [t for part in parts for t in part.totals]
+        keys = [k for part in parts for k in part.per_reward]
+        per_reward = {k: [v for part in parts for v in part.per_reward.get(k, [None] * len(part.totals))] for k in dict.fromkeys(keys)}
+        metrics: dict[str, float] = {}
+        for key in dict.fromkeys(k for part in parts for k in part.metrics):
+            present = [(part.metrics[key], len(part.totals)) for part in parts if key in part.metrics]
+            if key.startswith("reward_errors/") or key.endswith("/failed") or key == "reward/failed_samples":
+                metrics[key] = sum(v for v, _ in present)
+            else:
+                metrics[key] = sum(v * n for v, n in present) / max(sum(n for _, n in present), 1)
+        failed = sum(t is None for t in totals)
+        metrics.update({"reward/failed_samples": float(failed), "reward/failed_fraction": failed / max(len(totals), 1)})
+        return Scores(totals, metrics, [e for part in parts for e in part.errors], per_reward)
+
 
 @dataclass(frozen=True)
 class TrainSample:

@@ -11,15 +11,24 @@ True
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 
+from rlft.curriculum.base import SAMPLERS
 
+
+@SAMPLERS.register("uniform")
 class UniformSampler:
-    """Indices ``0..size-1`` in a seeded random order per epoch; a draw may span two epochs."""
+    """Indices ``0..size-1`` in a seeded random order per epoch; a draw may span two epochs.
 
-    def __init__(self, size: int, *, seed: int = 0):
+    ``categories`` is the dataset size, or the prompts' categories (ignored: every prompt is equally
+    likely), so the driver builds it like any other sampler.
+    """
+
+    def __init__(self, categories: int | Sequence[str | None], *, seed: int = 0):
+        size = categories if isinstance(categories, int) else len(categories)
         if size < 1:
             raise ValueError("cannot sample from an empty dataset")
         self.size, self.seed = size, seed

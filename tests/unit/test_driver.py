@@ -356,3 +356,36 @@ def test_restart_counts_of_the_roles_reach_the_step_metrics():
     driver.scorer.restart_metrics = lambda: {"restarts/reward": 1.0}
     metrics = driver.rl_step()
     assert (metrics["restarts/rollout"], metrics["restarts/reward"]) == (2.0, 1.0)
+
+
+def _signal_only_from_p1_p3(r):
+    """Groups of p1 and p3 have reward variance (completions alternate 0/1); the others are constant."""
+    return float(r.completion_ids[0] % 2) if r.prompt_id in ("p1", "p3") else 1.0
+
+
+@pytest.mark.parametrize("sampler", ["uniform", "learnability", "sec"])
+def test_dynamic_sampling_refills_the_batch_with_groups_that_have_signal(sampler):
+    driver, calls, _, learner = make(
+        ["stages=[{kind: rl, steps: 1}]", "algo.dynamic_sampling.enabled=true",
+         "algo.dynamic_sampling.max_extra_rounds=10", f"curriculum.name={sampler}", "evaluation.pass_k=0"],
+        reward=_signal_only_from_p1_p3,
+    )
+    metrics = driver.rl_step()
+    batch = learner.batches[0][0]
+    assert len(batch) == 12  # 3 groups x 4, all with signal
+    assert metrics["batch/zero_variance_group_fraction"] == 0.0 and metrics["sampling/groups_short"] == 0.0
+    assert metrics["sampling/rounds"] > 1 and calls.count("generate") == metrics["sampling/rounds"]
+    assert set(metrics["prompt_ids"]) <= {"p1", "p3"} and len(metrics["prompt_ids"]) == 3
+    low, high = sorted({round(s.advantages[0], 6) for s in batch.samples})  # GRPO on 0/1 rewards: +-0.866
+    assert low == -high and high > 0
+
+
+def test_dynamic_sampling_trains_on_what_it_has_when_rounds_run_out():
+    driver, _, _, learner = make(
+        ["stages=[{kind: rl, steps: 1}]", "algo.dynamic_sampling.enabled=true",
+         "algo.dynamic_sampling.max_extra_rounds=0", "evaluation.pass_k=0"],
+        reward=lambda r: 1.0,  # no group ever has signal
+    )
+    metrics = driver.rl_step()
+    assert metrics["sampling/rounds"] == 1.0 and metrics["sampling/groups_short"] == 3.0
+    assert metrics["batch/skipped"] == 1.0 and not learner.batches  # nothing to train on, no crash
