@@ -87,8 +87,8 @@ def prepare(cfg: RunConfig, run_dir: Path) -> Prepared:
     tokenizer = AutoTokenizer.from_pretrained(cfg.model.tokenizer or model_path)
     d = cfg.data
     fields = dict(prompt_field=d.prompt_field, answer_field=d.answer_field, metadata_fields=d.metadata_fields)
-    train_records = load_records(d.train_path, **fields)
-    eval_src = d.eval_path or held_out_of(d.train_path)
+    train_records = load_training_records(cfg, fields)
+    eval_src = d.eval_path or held_out_of(d.sources[0].path if d.sources else d.train_path)
     eval_records = load_records(eval_src, **fields)
     opts = dict(
         chat_template=d.chat_template,
@@ -131,6 +131,20 @@ def check_samples(cfg: RunConfig, prepared: Prepared, rows: int = 4) -> list[Sam
                 )
             )
     return samples
+
+
+def load_training_records(cfg: RunConfig, fields: dict[str, Any]) -> list[Record]:
+    """``data.train_path``, or every ``data.sources`` set with its name as the prompts' ``source``
+    metadata (ids prefixed with it, so they stay unique across sets)."""
+    if not cfg.data.sources:
+        return load_records(cfg.data.train_path, **fields)
+    records = []
+    for source in cfg.data.sources:
+        for r in load_records(source.path, **fields):
+            records.append(
+                Record(f"{source.label}/{r.prompt_id}", r.prompt, r.answer, {**r.metadata, "source": source.label})
+            )
+    return records
 
 
 def sft_examples(

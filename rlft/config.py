@@ -113,6 +113,24 @@ class ModelConfig(Section):
     """Recompute activations in the backward pass to save memory."""
 
 
+class DataSourceConfig(Section):
+    path: str
+    """A training set (the formats of ``data.train_path``)."""
+    weight: Annotated[float, Field(gt=0)] = 1.0
+    """Its share of the prompts drawn by the ``weighted_sources`` sampler."""
+    name: str | None = None
+    """Its name in metrics and as the prompts' ``source`` category (default: the file's stem or the task)."""
+
+    @property
+    def label(self) -> str:
+        """``name``, else the task of a ``builtin:`` path, else the file or directory stem."""
+        if self.name:
+            return self.name
+        if self.path.startswith("builtin:"):
+            return self.path.split(":")[1]
+        return Path(self.path).stem
+
+
 class DataConfig(Section):
     train_path: str = "builtin:arithmetic"
     """Training prompts: a .jsonl/.parquet file, a ``datasets`` directory saved to disk, or ``builtin:<task>``."""
@@ -132,6 +150,17 @@ class DataConfig(Section):
     """Prompts longer than this after templating are handled by ``too_long``; None: the model's context."""
     too_long: Literal["skip", "error"] = "error"
     """What to do with a prompt over ``max_prompt_tokens``: drop it (counted and reported) or fail."""
+    sources: list[DataSourceConfig] = []
+    """Several training sets mixed (replaces ``train_path``): each prompt's ``source`` metadata names
+    its set, for ``curriculum.category_field: source`` (``weighted_sources`` takes the weights)."""
+
+    @model_validator(mode="after")
+    def _unique_sources(self) -> DataConfig:
+        labels = [s.label for s in self.sources]
+        dupes = sorted({x for x in labels if labels.count(x) > 1})
+        if dupes:
+            raise ValueError(f"data source names must be unique, {', '.join(dupes)} repeats: give each a 'name'")
+        return self
 
 
 class RolloutConfig(Section):

@@ -79,6 +79,23 @@ class MetricsSink(Protocol):
     def log(self, step: int, metrics: dict[str, float | str]) -> None: ...
 
 
+def sampler_setup(cfg: RunConfig) -> tuple[str, dict[str, Any]]:
+    """The metadata field that names a prompt's category, and the sampler's params. With
+    ``data.sources`` and ``weighted_sources`` without weights, the sources' own weights are used
+    (and their names as categories).
+
+    >>> from rlft.config import load_config
+    >>> sampler_setup(load_config(overrides=["curriculum.name=weighted_sources",
+    ...     "data.sources=[{path: a.jsonl, weight: 3}, {path: b.jsonl}]"]))
+    ('source', {'weights': {'a': 3.0, 'b': 1.0}})
+    """
+    c, sources = cfg.curriculum, cfg.data.sources
+    params = dict(c.params)
+    if c.name == "weighted_sources" and "weights" not in params and sources:
+        return "source", {**params, "weights": {s.label: s.weight for s in sources}}
+    return c.category_field, params
+
+
 def _category(value: Any) -> str | None:
     return None if value is None else str(value)
 
@@ -126,9 +143,9 @@ class Driver:
         self.train_prompts, self.eval_prompts = list(train_prompts), list(eval_prompts)
         self.sft_examples = list(sft_examples)
         self.sink, self.checkpoint_dir, self.clock = sink, checkpoint_dir, clock
-        field_name = cfg.curriculum.category_field
+        field_name, params = sampler_setup(cfg)
         self.categories = [_category(p.metadata.get(field_name)) for p in self.train_prompts]
-        self.sampler = build_sampler(cfg.curriculum.name, self.categories, seed=cfg.seed, params=cfg.curriculum.params)
+        self.sampler = build_sampler(cfg.curriculum.name, self.categories, seed=cfg.seed, params=params)
         self.sft_sampler = UniformSampler(len(self.sft_examples), seed=cfg.seed) if self.sft_examples else None
         self.version = 0  # learner steps applied == policy version the engines serve after a sync
         self.step = 0  # global step counter across stages (logging, checkpoints)

@@ -38,10 +38,12 @@ class WeightedSourcesSampler(CategorySampler):
         categories: int | Sequence[str | None],
         *,
         seed: int = 0,
-        weights: dict[str, Annotated[float, Ge(0)]],
+        weights: dict[str, Annotated[float, Ge(0)]] | None = None,
     ):
         super().__init__(categories, seed)
         names = self.cats.names
+        if weights is None:  # an even mix (with data.sources the driver passes their weights)
+            weights = {name: 1.0 for name in names}
         for key in weights:
             if key not in names:
                 hint = closest(key, names)

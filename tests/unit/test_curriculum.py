@@ -351,8 +351,12 @@ def test_params_are_checked_against_the_constructor():
         SAMPLERS.validate_params("sec", {"temperature": 0})
     with pytest.raises(ParamError, match="alpha: Input should be less than or equal to 1"):
         SAMPLERS.validate_params("sec", {"alpha": 1.5})
-    with pytest.raises(ParamError, match="weights: Field required"):
-        SAMPLERS.validate_params("weighted_sources", {})
+    with pytest.raises(ParamError, match="weights"):
+        SAMPLERS.validate_params("weighted_sources", {"weights": {"a": -1.0}})
+    # without weights: an even mix (or, with data.sources, the sources' own weights)
+    assert SAMPLERS.validate_params("weighted_sources", {}) == {}
+    even = WeightedSourcesSampler(["a", "a", "b", "b"], seed=0)
+    assert list(even.probabilities()) == [0.5, 0.5]
     with pytest.raises(ParamError, match=r"mix\.medium"):
         SAMPLERS.validate_params("difficulty_pools", {"mix": {"medium": 1.0}})
     with pytest.raises(ParamError, match="retire_after"):
