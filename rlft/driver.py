@@ -5,6 +5,8 @@ One RL step reads as its phases::
     prompts  = sampler.sample(n)                      # which prompts (curriculum)
     rollouts = engine.generate(prompts, sampling)     # groups of completions, each with its version
     scores   = scorer.score(rollouts)                 # None marks a failed reward, never 0
+    sampler.observe(group_results)                    # how each prompt did (rewards, advantages)
+    ...                                               # dynamic sampling: more rounds until n groups carry signal
     batch    = build_train_batch(rollouts, scores)    # advantages on the driver
     metrics  = learner.train_step(batch)              # policy loss, KL, clip fraction, ...
     sync     = weights.push(version)                  # engines now serve version + 1
@@ -13,6 +15,11 @@ A run is a list of stages (``sft``, ``rl``); SFT steps train the same learner on
 completion and sync the weights when the stage ends. Rollouts carry the policy version that produced
 them and the batch builder accepts older versions, so a later pipeline can overlap generation of
 step t+1 with training on step t; this loop is synchronous.
+
+The driver's position (step, stage, step in stage, samplers, RNG, evaluations) is its
+``state_dict``; with the learner's own state it makes a checkpoint (``checkpoint``), which
+``restore`` continues from exactly. A stop request (the first Ctrl-C / SIGTERM) ends the run after
+the current step with a checkpoint.
 """
 
 from __future__ import annotations
