@@ -81,6 +81,9 @@ def load_rewards(cfg: RunConfig, *, base_dir: str | Path | None = None) -> list[
     return loaded
 
 
+_PACKAGES = frozenset({"rlft", "rewards", "actors", "launch"})
+
+
 def _import_function(ref: str, base_dir: str | Path | None) -> Any:
     """``module:function`` or ``file.py:function`` -> the function object."""
     target, _, attr = ref.rpartition(":")
@@ -91,6 +94,11 @@ def _import_function(ref: str, base_dir: str | Path | None) -> Any:
         file = file if file.is_absolute() else Path(base_dir or Path.cwd()) / file
         if not file.is_file():
             raise RewardError(f"reward file '{file}' not found (from reward path {ref!r})")
+        if file.stem in _PACKAGES:
+            raise RewardError(
+                f"reward file '{file}' is named like rlft's package '{file.stem}', which it would hide "
+                "from the workers (the run's directory is on their import path): rename it, e.g. my_rewards.py"
+            )
     try:
         module = import_plugin(target, base_dir)
     except PluginError as err:

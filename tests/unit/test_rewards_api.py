@@ -817,3 +817,9 @@ def test_reward_function_unknown_key_is_a_config_error():
 def test_reward_function_timeout_must_be_positive():
     with pytest.raises(ConfigError, match="reward.functions.0.timeout_s"):
         validate_config({"reward": {"functions": [{"name": "exact_match", "timeout_s": 0}]}})
+
+
+def test_a_reward_file_named_like_an_rlft_package_is_refused(tmp_path):
+    (tmp_path / "rewards.py").write_text("def score(prompt, completion):\n    return 1.0\n")
+    with pytest.raises(RewardError, match="named like rlft's package 'rewards'.*rename it"):
+        load_reward(RewardFunctionConfig(path=f"{tmp_path / 'rewards.py'}:score"))
