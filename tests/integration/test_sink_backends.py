@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from launch.sinks import TensorBoardSink, WandbSink
+from launch.sinks import TensorBoardSink
+from launch.wandb_sink import WandbSink
 from rlft.config import RunConfig
 
 REWARDS = {1: 0.25, 2: 0.5, 3: 0.75}

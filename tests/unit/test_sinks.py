@@ -12,6 +12,7 @@ import math
 import pytest
 
 import launch.sinks as S
+import launch.wandb_sink as W
 from rlft.config import RunConfig
 
 ROWS = [
@@ -220,7 +221,7 @@ def test_build_sinks_tensorboard_and_wandb_selected(tmp_path, monkeypatch):
 
     monkeypatch.setattr(S, "_package_available", lambda name: True)
     monkeypatch.setattr(S, "TensorBoardSink", type("TensorBoardSink", (Fake,), {}))
-    monkeypatch.setattr(S, "WandbSink", type("WandbSink", (Fake,), {}))
+    monkeypatch.setattr(W, "WandbSink", type("WandbSink", (Fake,), {}))
     cfg = cfg_with(backends=["console", "tensorboard", "wandb"], progress="quiet")
     sink = S.build_sinks(cfg, tmp_path, quiet=False, start_step=7)
     assert sink.names() == ["jsonl", "console", "tensorboard", "wandb"]
@@ -240,7 +241,7 @@ def test_build_sinks_a_backend_that_cannot_start_is_skipped_with_a_warning(tmp_p
     def broken(*a, **k):
         raise RuntimeError("no route to host")
 
-    monkeypatch.setattr(S, "WandbSink", broken)
+    monkeypatch.setattr(W, "WandbSink", broken)
     with caplog.at_level(logging.WARNING, logger="rlft"):
         sink = S.build_sinks(cfg_with(backends=["wandb"]), tmp_path, quiet=True)
     assert sink.names() == ["jsonl", "console"]
@@ -267,32 +268,32 @@ def test_samples_markdown_escapes_cells():
 
 def test_wandb_key_from_env_or_netrc(tmp_path):
     netrc = tmp_path / "netrc"
-    assert S.wandb_api_key_configured({"WANDB_API_KEY": "x" * 40}, netrc)
-    assert not S.wandb_api_key_configured({}, netrc)  # no file
+    assert W.wandb_api_key_configured({"WANDB_API_KEY": "x" * 40}, netrc)
+    assert not W.wandb_api_key_configured({}, netrc)  # no file
     netrc.write_text("machine example.com login u password p\n")
-    assert not S.wandb_api_key_configured({}, netrc)
+    assert not W.wandb_api_key_configured({}, netrc)
     netrc.write_text("machine api.wandb.ai login user password " + "k" * 40 + "\n")
     netrc.chmod(0o600)
-    assert S.wandb_api_key_configured({}, netrc)
+    assert W.wandb_api_key_configured({}, netrc)
     env = {"WANDB_BASE_URL": "https://wandb.example.org"}
-    assert not S.wandb_api_key_configured(env, netrc)
+    assert not W.wandb_api_key_configured(env, netrc)
 
 
 def test_resolve_wandb_mode(tmp_path, caplog):
     none = tmp_path / "absent-netrc"
     key = {"WANDB_API_KEY": "k" * 40}
-    assert S.resolve_wandb_mode("auto", {}, none) == "offline"
-    assert S.resolve_wandb_mode("auto", key, none) == "online"
-    assert S.resolve_wandb_mode("offline", key, none) == "offline"
-    assert S.resolve_wandb_mode("online", {**key, "WANDB_MODE": "offline"}, none) == "offline"
-    assert S.resolve_wandb_mode("auto", {"WANDB_MODE": "disabled"}, none) == "disabled"
+    assert W.resolve_wandb_mode("auto", {}, none) == "offline"
+    assert W.resolve_wandb_mode("auto", key, none) == "online"
+    assert W.resolve_wandb_mode("offline", key, none) == "offline"
+    assert W.resolve_wandb_mode("online", {**key, "WANDB_MODE": "offline"}, none) == "offline"
+    assert W.resolve_wandb_mode("auto", {"WANDB_MODE": "disabled"}, none) == "disabled"
     with caplog.at_level(logging.WARNING, logger="rlft"):
-        assert S.resolve_wandb_mode("online", {}, none) == "offline"  # never prompts for a key
+        assert W.resolve_wandb_mode("online", {}, none) == "offline"  # never prompts for a key
     assert "no API key" in caplog.text
 
 
 def test_stable_run_id_is_reused(tmp_path):
-    first = S.stable_run_id(tmp_path)
+    first = W.stable_run_id(tmp_path)
     assert len(first) == 8 and first.isalnum()
-    assert S.stable_run_id(tmp_path) == first
+    assert W.stable_run_id(tmp_path) == first
     assert (tmp_path / "wandb_run_id").read_text().strip() == first
