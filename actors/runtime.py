@@ -165,12 +165,7 @@ class LearnerGroup:
         return self.workers.call(LearnerWorker.load_checkpoint, path)[0]
 
     def shutdown(self) -> None:
-        try:
-            self.workers.call(LearnerWorker.close)
-        except WorkerDiedError:  # a dead worker has nothing to close; the others are killed below
-            pass
-        finally:
-            self.workers.shutdown()
+        _close_and_shutdown(self.workers, LearnerWorker.close)
 
 
 class RewardGroup:
@@ -241,13 +236,21 @@ class RewardGroup:
 
     def shutdown(self) -> None:
         try:
-            self.workers.call(RewardWorker.close)
-        except WorkerDiedError:  # a dead worker has nothing to close; the others are killed below
-            pass
+            _close_and_shutdown(self.workers, RewardWorker.close)
         finally:
-            self.workers.shutdown()
             if self.judge is not None:
                 ray.kill(self.judge)
+
+
+def _close_and_shutdown(workers: WorkerGroup[Any], close: Callable[..., Any]) -> None:
+    """Let every live worker release what it holds (process group, reward processes), then kill
+    them all and free the placement group; a dead worker has nothing to close."""
+    try:
+        workers.call(close)
+    except WorkerDiedError:
+        pass
+    finally:
+        workers.shutdown()
 
 
 def to_sample(rollout: Rollout, max_new_tokens: int) -> Sample:

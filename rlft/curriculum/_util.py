@@ -102,6 +102,17 @@ def check_state(state: dict[str, Any], kind: str, size: int) -> None:
         raise ValueError(f"sampler state is for {state['size']} prompts, the dataset has {size}")
 
 
+def header_state(sampler: Any) -> dict[str, Any]:
+    """What every sampler's state starts with: its kind, dataset size, seed and draw counter."""
+    return {"kind": sampler.kind, "size": sampler.size, "seed": sampler.seed, "draws": sampler.draws}
+
+
+def load_header_state(sampler: Any, state: dict[str, Any]) -> None:
+    """Check ``state`` fits ``sampler`` (``check_state``), then restore its seed and draw counter."""
+    check_state(state, sampler.kind, sampler.size)
+    sampler.seed, sampler.draws = state["seed"], state["draws"]
+
+
 def to_tensor(a: np.ndarray) -> torch.Tensor:
     """Arrays in a state dict travel as tensors: ``torch.load(weights_only=True)`` accepts them."""
     return torch.from_numpy(np.array(a, copy=True))
@@ -276,18 +287,10 @@ class CategorySampler:
         pass
 
     def state_dict(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "size": self.size,
-            "seed": self.seed,
-            "draws": self.draws,
-            "categories": self.cats.state_dict(),
-            **self._state(),
-        }
+        return {**header_state(self), "categories": self.cats.state_dict(), **self._state()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        check_state(state, self.kind, self.size)
+        load_header_state(self, state)
         self.cats.load_state_dict(state["categories"])
-        self.seed = self.cats.seed = state["seed"]
-        self.draws = state["draws"]
+        self.cats.seed = self.seed
         self._load_state(state)

@@ -27,7 +27,14 @@ from typing import Annotated, Any
 import numpy as np
 from annotated_types import Ge, Gt, Le
 
-from rlft.curriculum._util import PassRates, category_labels, check_state, draw_rng, per_category
+from rlft.curriculum._util import (
+    PassRates,
+    category_labels,
+    draw_rng,
+    header_state,
+    load_header_state,
+    per_category,
+)
 from rlft.curriculum.base import SAMPLERS, GroupResult
 
 
@@ -123,15 +130,8 @@ class LearnabilitySampler:
         return out
 
     def state_dict(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "size": self.size,
-            "seed": self.seed,
-            "draws": self.draws,
-            **self.rates.state_dict(),
-        }
+        return {**header_state(self), **self.rates.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        check_state(state, self.kind, self.size)
-        self.seed, self.draws = state["seed"], state["draws"]
+        load_header_state(self, state)
         self.rates.load_state_dict(state)

@@ -29,9 +29,10 @@ from rlft.curriculum._util import (
     PassRates,
     allocate,
     category_labels,
-    check_state,
     draw_rng,
     from_tensor,
+    header_state,
+    load_header_state,
     to_tensor,
 )
 from rlft.curriculum.base import SAMPLERS, GroupResult
@@ -161,18 +162,14 @@ class DifficultyPoolsSampler:
 
     def state_dict(self) -> dict[str, Any]:
         return {
-            "kind": self.kind,
-            "size": self.size,
-            "seed": self.seed,
-            "draws": self.draws,
+            **header_state(self),
             "pool": to_tensor(self.pool),
             "last": to_tensor(self.last),
             **self.rates.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        check_state(state, self.kind, self.size)
-        self.seed, self.draws = state["seed"], state["draws"]
+        load_header_state(self, state)
         self.pool = from_tensor(state["pool"], np.int64)
         self.last = from_tensor(state["last"], np.int64)
         self.rates.load_state_dict(state)
