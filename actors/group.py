@@ -90,7 +90,9 @@ class WorkerGroup(Generic[T]):
         args: ArgsFn | None = None,
         num_cpus: float = 1.0,
         num_gpus: float = 0.0,
+        resources: dict[str, float] | None = None,
         strategy: str = "PACK",
+        placement: SharedPlacement | None = None,
         max_restarts: int = 0,
         restart_timeout_s: float = 600.0,
         env_vars: dict[str, str] | None = None,
@@ -103,28 +105,34 @@ class WorkerGroup(Generic[T]):
 
         ``max_restarts``: how many times Ray may restart each actor (``call_each_retrying`` then
         re-issues what was lost); ``restart_timeout_s``: how long to wait for a restarted actor's
-        constructor (a vLLM engine takes tens of seconds) before giving up with ``WorkerDiedError``."""
+        constructor (a vLLM engine takes tens of seconds) before giving up with ``WorkerDiedError``.
+
+        ``resources``: custom Ray resources each worker reserves (``{"node_b": 0.01}`` keeps the
+        role on nodes advertising ``node_b``). ``placement``: run in bundles of a placement group
+        reserved by someone else (``SharedPlacement``; colocated roles), which this group does not
+        remove on shutdown."""
         if n < 1:
             raise ValueError(f"a {role} group needs at least 1 worker, got {n}")
-        if num_cpus <= 0 and num_gpus <= 0:
-            raise ValueError(f"{role} workers must reserve some CPU or GPU")
+        if num_cpus <= 0 and num_gpus <= 0 and not resources:
+            raise ValueError(f"{role} workers must reserve some CPU, GPU or custom resource")
         if max_restarts < 0:
             raise ValueError(f"max_restarts must be >= 0, got {max_restarts}")
         self.role, self.cls, self.n = role, cls, n
-        bundle = {"CPU": num_cpus, **({"GPU": num_gpus} if num_gpus > 0 else {})}
-        self._pg = placement_group([dict(bundle) for _ in range(n)], strategy=strategy)
-        try:
-            ray.get(self._pg.ready(), timeout=placement_timeout_s)
-        except GetTimeoutError:
-            remove_placement_group(self._pg)
-            raise PlacementError(
-                f"cannot place {n} {role} worker(s) of {bundle} with strategy {strategy} within "
-                f"{placement_timeout_s:.0f} s; the cluster has {ray.available_resources()} available"
-            ) from None
+        resources = dict(resources or {})
+        if placement is None:
+            bundle = {**({"CPU": num_cpus} if num_cpus > 0 else {}), **({"GPU": num_gpus} if num_gpus > 0 else {}),
+                      **resources}
+            self._pg = reserve([dict(bundle) for _ in range(n)], strategy, role, placement_timeout_s)
+            self._bundle_index, self._owns_pg = list(range(n)), True
+        else:
+            if len(placement.bundle_indices) < n:
+                raise ValueError(f"{n} {role} workers for {len(placement.bundle_indices)} shared bundles")
+            self._pg, self._bundle_index, self._owns_pg = placement.group, list(placement.bundle_indices), False
         # Ray never re-runs a lost call (max_task_retries=0): call_each_retrying re-issues it, so
         # rlft knows what was lost and can restore a restarted actor's state first.
         self._options = dict(
-            num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=max_restarts, max_task_retries=0
+            num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=max_restarts, max_task_retries=0,
+            **({"resources": resources} if resources else {}),
         )
         self.max_restarts, self.restart_timeout_s = max_restarts, restart_timeout_s
         self.restarts_by_rank = [0] * n  # restarts seen (and recovered from) per rank
@@ -150,7 +158,7 @@ class WorkerGroup(Generic[T]):
             options: dict[str, Any] = {
                 **self._options,
                 "scheduling_strategy": PlacementGroupSchedulingStrategy(
-                    placement_group=self._pg, placement_group_bundle_index=rank
+                    placement_group=self._pg, placement_group_bundle_index=self._bundle_index[rank]
                 ),
             }
             if self._env_vars:
@@ -158,9 +166,19 @@ class WorkerGroup(Generic[T]):
             self._actors.append(create_named(remote_cls, options, f"{self.role}-{rank}", a, kw))
 
     @property
+    def bundle_indices(self) -> list[int]:
+        """The placement-group bundle of each rank."""
+        return list(self._bundle_index)
+
+    @property
     def actors(self) -> list[Any]:
         """The actor handles, by rank."""
         return list(self._actors)
+
+    def nodes(self) -> list[dict[str, Any]]:
+        """Where each rank runs: ``{"rank", "node_id", "node_ip"}`` by rank (asked of the actors)."""
+        refs = [actor.__ray_call__.remote(_node_of) for actor in self._actors]
+        return [{"rank": rank, **where} for rank, where in enumerate(ray.get(refs))]
 
     def call(
         self, method: Callable[Concatenate[T, P], R], *args: P.args, **kwargs: P.kwargs
@@ -405,15 +423,45 @@ class WorkerGroup(Generic[T]):
             except Exception:  # already gone
                 pass
         self._actors = []
-        if self._pg is not None:
+        if self._pg is not None and self._owns_pg:
             remove_placement_group(self._pg)
-            self._pg = None
+        self._pg = None
 
     def __enter__(self) -> WorkerGroup[T]:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.shutdown()
+
+
+class SharedPlacement:
+    """Bundles of a placement group reserved once and shared by several roles (colocation): rank
+    ``i`` of a group created with it runs in bundle ``bundle_indices[i]``."""
+
+    def __init__(self, group: Any, bundle_indices: Sequence[int]):
+        self.group, self.bundle_indices = group, list(bundle_indices)
+
+
+def reserve(bundles: list[dict[str, float]], strategy: str, what: str, timeout_s: float = 120.0) -> Any:
+    """A ready placement group of ``bundles``; ``PlacementError`` (the group released) when the
+    cluster cannot host it within ``timeout_s``."""
+    pg = placement_group(bundles, strategy=strategy)
+    try:
+        ray.get(pg.ready(), timeout=timeout_s)
+    except GetTimeoutError:
+        remove_placement_group(pg)
+        raise PlacementError(
+            f"cannot place {len(bundles)} {what} worker(s) of {bundles[0]} with strategy {strategy} within "
+            f"{timeout_s:.0f} s; the cluster has {ray.available_resources()} available "
+            f"(rlft plan CONFIG --address ... shows what the config asks for)"
+        ) from None
+    return pg
+
+
+def _node_of(_self: Any) -> dict[str, str]:
+    """Run on an actor (``__ray_call__``): the node it runs on."""
+    ctx = ray.get_runtime_context()
+    return {"node_id": ctx.get_node_id(), "node_ip": ray.util.get_node_ip_address()}
 
 
 def _incarnation(_self: Any) -> str:

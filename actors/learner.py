@@ -41,6 +41,7 @@ from rlft.training import (
     loss_metric_names,
     lr_factor,
     micro_batch_loss,
+    sequence_logprobs,
     split_evenly,
     token_entropy,
     token_logprobs,
@@ -64,7 +65,9 @@ class _Micro:
         lp = batch.rollout_logprobs
         self.rollout_logprobs = None if lp is None else lp.to(device)
         self.old_logprobs: torch.Tensor | None = None
-        self.ref_logprobs: torch.Tensor | None = None
+        # given with the batch by a separate reference actor, or filled in by this rank's copy
+        ref = batch.ref_logprobs
+        self.ref_logprobs: torch.Tensor | None = None if ref is None else ref.to(device)
 
 
 class LearnerWorker:
@@ -86,6 +89,7 @@ class LearnerWorker:
         total_steps: int = 1000,
         seed: int = 0,
         fsdp: bool | None = None,
+        reference_model: bool = True,
     ) -> None:
         self.rank, self.world_size = rank, world_size
         self.cfg, self.algo = learner_cfg, algo_cfg
@@ -112,7 +116,8 @@ class LearnerWorker:
         load_dtype = torch.float32 if self.sharded else self.serving_dtype
         self.model = load_causal_lm(model_path, model_cfg, load_dtype)
         self.ref_model = None
-        if algo_cfg.kl.coef > 0:
+        # without its own copy (cluster.reference.placement=separate) the batch brings ref_logprobs
+        if algo_cfg.kl.coef > 0 and reference_model:
             self.ref_model = load_causal_lm(model_path, model_cfg, load_dtype).requires_grad_(False)
         if self.sharded:
             for m in (self.model, self.ref_model):
@@ -165,6 +170,9 @@ class LearnerWorker:
         )
         for group in self.optimizer.param_groups:
             group["lr"] = lr
+        if (not supervised and self.algo.kl.coef > 0 and self.ref_model is None
+                and any(s.ref_logprobs is None for s in shard.samples)):
+            raise ValueError("algo.kl.coef > 0 with a separate reference model: every sample needs ref_logprobs")
         plan = self._plan(list(shard.samples))
         local = [[sum(float(m.mask.sum()) for m in mb), sum(counted_sequences(m.mask) for m in mb)]
                  for mb in plan]
@@ -317,7 +325,7 @@ class LearnerWorker:
             "skipped_steps_total": float(self.skipped_total),
             "version": float(self.version),
         }
-        if self.ref_model is not None:
+        if self.algo.kl.coef > 0:  # the learner's own reference copy, or one sent with the batch
             metrics["kl"] = s["kl"] / passes
             metrics["kl_loss"] = s["kl_loss"] / steps
         if s["mismatch_tokens"] > 0:
@@ -342,15 +350,12 @@ class LearnerWorker:
         sample, at the learner's temperature. Under FSDP call it on every rank with the same count."""
         model = self.ref_model if reference else self.model
         if model is None:
-            raise RuntimeError("no reference model: it is loaded only when algo.kl.coef > 0")
-        result: list[list[float]] = []
-        for idx in chunks(range(len(samples)), self.cfg.micro_batch_size):
-            m = _Micro(collate([samples[i] for i in idx], self.pad_id), self.device)
-            lp = self._logprobs(model, m).cpu()
-            for row, i in enumerate(idx):
-                p, c = len(samples[i].prompt_ids), len(samples[i].completion_ids)
-                result.append(lp[row, p - 1 : p - 1 + c].tolist())
-        return result
+            raise RuntimeError(
+                "no reference model on the learner: it is loaded only when algo.kl.coef > 0 and "
+                "cluster.reference.placement is 'learner'"
+            )
+        return sequence_logprobs(model, samples, pad_id=self.pad_id, device=self.device,
+                                 temperature=self.temperature, micro_batch_size=self.cfg.micro_batch_size)
 
     @torch.no_grad()
     def ref_kl(self, samples: list[TrainSample]) -> float:
@@ -519,7 +524,7 @@ def _resolve_device(choice: str) -> torch.device:
         if not torch.cuda.is_available():
             raise RuntimeError(
                 "learner.device is 'cuda' but this rank sees no GPU; reserve GPUs for the learner "
-                "with cluster.learner_gpus_per_rank"
+                "with cluster.learner.gpus"
             )
         # Ray exposes each rank's GPU as device 0 through CUDA_VISIBLE_DEVICES.
         torch.cuda.set_device(0)

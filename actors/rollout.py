@@ -119,6 +119,7 @@ class RolloutWorker:
         *,
         seed: int = 0,
         worker_index: int = 0,
+        sleep_mode: bool = False,
     ) -> None:
         # must be set before the engine is built: collective_rpc is then a direct call (module doc)
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
@@ -140,6 +141,12 @@ class RolloutWorker:
         kwargs = engine_kwargs(
             model_path, rollout_cfg, model_cfg, seed=seed + worker_index, on_cpu=self._on_cpu
         )
+        # colocated with a learner rank: the engine frees its GPU memory while the learner trains
+        # (vLLM's sleep mode needs CUDA's allocator; on CPU there is nothing to free)
+        self.sleep_mode = sleep_mode and current_platform.is_sleep_mode_available()
+        if self.sleep_mode:
+            kwargs.setdefault("enable_sleep_mode", True)
+        self._asleep = False
         # one worker: vLLM's uni executor runs it in this process, next to the engine core
         workers = kwargs["tensor_parallel_size"] * kwargs.get("pipeline_parallel_size", 1)
         self.in_process = workers == 1
@@ -157,6 +164,24 @@ class RolloutWorker:
     def version(self) -> int:
         """The policy version of the weights the engine serves (0 before any ``load_weights``)."""
         return self._version
+
+    def sleep(self) -> bool:
+        """Offload the weights to host memory and free the KV cache (vLLM sleep level 1) so a
+        colocated learner rank can use the GPU; False (nothing done) without sleep mode."""
+        if not self.sleep_mode or self._asleep:
+            return False
+        self.llm.sleep(level=1)
+        self._asleep = True
+        return True
+
+    def wake_up(self) -> bool:
+        """Bring the weights back and re-allocate the KV cache; False when it was not asleep."""
+        if not self._asleep:
+            return False
+        self.llm.wake_up()
+        self.llm.reset_prefix_cache()
+        self._asleep = False
+        return True
 
     # ------------------------------------------------------------------ sampling
 

@@ -21,20 +21,23 @@ learner rank cannot be restarted (its peers hold the step's collective state): i
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Mapping
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any, Callable
 
 import ray
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from actors.group import WorkerDiedError, WorkerGroup, create_named
+from actors.group import SharedPlacement, WorkerDiedError, WorkerGroup, create_named, reserve
 from actors.learner import LearnerWorker
+from actors.reference import ReferenceWorker
 from actors.reward import RewardWorker
 from actors.rollout import RolloutWorker
 from actors.weight_sync import SyncStats, make_weight_sync
 from rlft.balance import assign_balanced
 from rlft.config import RewardFunctionConfig, RunConfig
+from rlft.placement import plan_run
 from rlft.types import Prompt, Rollout, SamplingSettings, Scores, TrainBatch
 from rewards.compose import combine
 from rewards.pool import Sample, runtime_sample
@@ -44,6 +47,25 @@ def _max_restarts(cfg: RunConfig, given: int | None) -> int:
     return cfg.cluster.max_restarts if given is None else given
 
 
+class Colocation:
+    """The one placement group that colocated learner ranks and rollout engines share
+    (``cluster.colocate``): bundle ``i`` holds learner rank ``i`` and rollout worker ``i``, each
+    reserving half of the bundle's GPUs, so Ray gives them the same devices."""
+
+    def __init__(self, cfg: RunConfig):
+        group = next(g for g in plan_run(cfg).groups if g.name == "learner")
+        self.group = reserve([dict(b) for b in group.bundles], group.strategy, "colocated learner+rollout")
+        self.gpus_each = cfg.cluster.learner.gpus / 2
+
+    def placement(self, n: int) -> SharedPlacement:
+        return SharedPlacement(self.group, range(n))
+
+    def shutdown(self) -> None:
+        from ray.util.placement_group import remove_placement_group
+
+        remove_placement_group(self.group)
+
+
 class RolloutGroup:
     """The rollout engines of a run.
 
@@ -51,17 +73,31 @@ class RolloutGroup:
     model, version 0), before its share of a ``generate`` is re-issued; ``WeightPush`` sets it to
     push the current weights into that engine."""
 
-    def __init__(self, cfg: RunConfig, model_path: str, *, max_restarts: int | None = None):
-        rollout, model, cluster = cfg.rollout, cfg.model, cfg.cluster
+    def __init__(
+        self,
+        cfg: RunConfig,
+        model_path: str,
+        *,
+        max_restarts: int | None = None,
+        colocation: Colocation | None = None,
+    ):
+        rollout, model, res = cfg.rollout, cfg.model, cfg.cluster.rollout
         self.on_restart: Callable[[int], Any] | None = None
+        # colocated engines sleep between their generate calls (the learner has the GPU then)
+        self.colocated, self.asleep = colocation is not None, False
         self.workers: WorkerGroup[RolloutWorker] = WorkerGroup(
             "rollout",
             RolloutWorker,
             rollout.num_workers,
-            args=lambda rank: ((model_path, rollout, model), {"seed": cfg.seed, "worker_index": rank}),
-            num_cpus=cluster.rollout_cpus_per_worker,
-            num_gpus=cluster.rollout_gpus_per_worker * rollout.tensor_parallel_size,
-            strategy=cluster.placement_strategy,
+            args=lambda rank: (
+                (model_path, rollout, model),
+                {"seed": cfg.seed, "worker_index": rank, "sleep_mode": self.colocated},
+            ),
+            num_cpus=res.cpus,
+            num_gpus=colocation.gpus_each if colocation else res.gpus * rollout.tensor_parallel_size,
+            resources=res.resources,
+            strategy=res.strategy,
+            placement=colocation.placement(rollout.num_workers) if colocation else None,
             max_restarts=_max_restarts(cfg, max_restarts),
         )
         self.workers.call_each_retrying(RolloutWorker.ready, [()] * self.workers.n)
@@ -71,14 +107,24 @@ class RolloutGroup:
         costs = [len(p.token_ids) + sampling.max_new_tokens for p in prompts]
         bins = assign_balanced(costs, self.workers.n)
         per_rank = [([prompts[i] for i in b], sampling, 0, b) for b in bins]
+        self.wake()
         results = self.workers.call_each_retrying(
             RolloutWorker.generate, per_rank, on_restart=self.on_restart
         )
+        if self.colocated:
+            self.workers.call(RolloutWorker.sleep)
+            self.asleep = True
         by_group: dict[int, list[Rollout]] = {}
         for rollouts in results:
             for r in rollouts:
                 by_group.setdefault(r.group_id, []).append(r)
         return [r for g in range(len(prompts)) for r in by_group.get(g, [])]
+
+    def wake(self) -> None:
+        """Wake colocated engines that sleep (before sampling or loading weights)."""
+        if self.asleep:
+            self.workers.call(RolloutWorker.wake_up)
+            self.asleep = False
 
     def versions(self) -> list[int]:
         return self.workers.call(RolloutWorker.version)
@@ -94,26 +140,32 @@ class RolloutGroup:
 class LearnerGroup:
     """The data-parallel learner ranks of a run (rank 0 holds the full weights for syncs)."""
 
-    def __init__(self, cfg: RunConfig, model_path: str, *, total_steps: int):
-        cluster, n = cfg.cluster, cfg.learner.num_ranks
+    def __init__(
+        self, cfg: RunConfig, model_path: str, *, total_steps: int, colocation: Colocation | None = None
+    ):
+        res, n = cfg.cluster.learner, cfg.learner.num_ranks
         # Rank 0's node hosts the rendezvous: find its address and a free port there first.
         group: WorkerGroup[LearnerWorker] = WorkerGroup(
             "learner",
             LearnerWorker,
             n,
-            num_cpus=cluster.learner_cpus_per_rank,
-            num_gpus=cluster.learner_gpus_per_rank,
-            strategy=cluster.placement_strategy,
+            num_cpus=res.cpus,
+            num_gpus=colocation.gpus_each if colocation else res.gpus,
+            resources=res.resources,
+            strategy=res.strategy,
+            placement=colocation.placement(n) if colocation else None,
             start=False,
         )
         addr, port = ray.get(
             _free_port.options(
                 num_cpus=0,
                 scheduling_strategy=PlacementGroupSchedulingStrategy(
-                    placement_group=group.placement_group, placement_group_bundle_index=0
+                    placement_group=group.placement_group, placement_group_bundle_index=group.bundle_indices[0]
                 ),
             ).remote()
         )
+        ref = cfg.cluster.reference
+        separate = cfg.algo.kl.coef > 0 and ref.placement == "separate"
         group.start(
             lambda rank: (
                 (rank, n, addr, port, model_path, cfg.model, cfg.learner, cfg.algo),
@@ -122,10 +174,32 @@ class LearnerGroup:
                     "max_len": cfg.rollout.max_new_tokens,
                     "total_steps": total_steps,
                     "seed": cfg.seed,
+                    "reference_model": not separate,
                 },
             )
         )
         self.workers = group
+        self.reference: WorkerGroup[ReferenceWorker] | None = None
+        if separate:
+            self.reference = WorkerGroup(
+                "reference",
+                ReferenceWorker,
+                1,
+                args=lambda rank: (
+                    (model_path, cfg.model),
+                    {
+                        "temperature": cfg.rollout.temperature,
+                        "micro_batch_size": cfg.learner.micro_batch_size,
+                        "device": "cuda" if ref.gpus > 0 else "cpu",
+                    },
+                ),
+                num_cpus=ref.cpus,
+                num_gpus=ref.gpus,
+                resources=ref.resources,
+                strategy=ref.strategy,
+                max_restarts=cfg.cluster.max_restarts,  # stateless: a restarted copy is the same
+            )
+            self.reference.call_each_retrying(ReferenceWorker.ready, [()])
         self.n = n
         self.sync_backend = cfg.rollout.weight_sync
         self.sync_params = dict(cfg.rollout.weight_sync_params)
@@ -134,9 +208,22 @@ class LearnerGroup:
         self, batch: TrainBatch, *, supervised: bool = False, lr: float | None = None
     ) -> dict[str, float]:
         """One learner step on ``batch`` (sharded across ranks); the global metrics.
-        ``supervised`` makes it an SFT step; ``lr`` overrides the peak learning rate."""
+        ``supervised`` makes it an SFT step; ``lr`` overrides the peak learning rate. With a
+        separate reference actor, it scores the batch first (``learner/reference_s``: its seconds)."""
+        timing: dict[str, float] = {}
+        if self.reference is not None and not supervised:
+            start = time.perf_counter()
+            batch = self.with_reference_logprobs(batch)
+            timing["reference_s"] = time.perf_counter() - start
         shards = [(batch.shard(rank, self.n),) for rank in range(self.n)]
-        return self.workers.call_each(LearnerWorker.train_step, shards, supervised=supervised, lr=lr)[0]
+        metrics = self.workers.call_each(LearnerWorker.train_step, shards, supervised=supervised, lr=lr)[0]
+        return {**metrics, **timing}
+
+    def with_reference_logprobs(self, batch: TrainBatch) -> TrainBatch:
+        """``batch`` with every sample's ``ref_logprobs`` from the separate reference actor."""
+        assert self.reference is not None
+        (ref,) = self.reference.call_each_retrying(ReferenceWorker.logprobs, [(batch.samples,)])
+        return TrainBatch([replace(s, ref_logprobs=lp) for s, lp in zip(batch.samples, ref)])
 
     def push_weights(
         self, rollouts: RolloutGroup, version: int, *, ranks: list[int] | None = None
@@ -165,7 +252,11 @@ class LearnerGroup:
         return self.workers.call(LearnerWorker.load_checkpoint, path)[0]
 
     def shutdown(self) -> None:
-        _close_and_shutdown(self.workers, LearnerWorker.close)
+        try:
+            _close_and_shutdown(self.workers, LearnerWorker.close)
+        finally:
+            if self.reference is not None:
+                self.reference.shutdown()
 
 
 class RewardGroup:
@@ -206,8 +297,10 @@ class RewardGroup:
             RewardWorker,
             r.num_workers,
             args=lambda rank: ((list(functions),), options),
-            num_cpus=cfg.cluster.reward_cpus_per_worker,
-            strategy=cfg.cluster.placement_strategy,
+            num_cpus=cfg.cluster.reward.cpus,
+            num_gpus=cfg.cluster.reward.gpus,
+            resources=cfg.cluster.reward.resources,
+            strategy=cfg.cluster.reward.strategy,
             max_restarts=_max_restarts(cfg, max_restarts),
         )
         self.keys = self.workers.call_each_retrying(RewardWorker.ready, [()] * self.workers.n)[0]
@@ -290,6 +383,7 @@ class WeightPush:
         rollouts.on_restart = self.restore
 
     def push(self, version: int) -> dict[str, float]:
+        self.rollouts.wake()  # colocated engines sleep while the learner trains
         try:
             stats = self.learners.push_weights(self.rollouts, version)
         except Exception:

@@ -162,7 +162,7 @@ def bench_reward(
                 overrides=[
                     f"reward.num_workers={w}",
                     f"reward.processes_per_worker={p}",
-                    f"cluster.reward_cpus_per_worker={cpus}",
+                    f"cluster.reward.cpus={cpus}",
                     f"rollout.max_new_tokens={MAX_NEW_TOKENS}",
                 ]
             )

@@ -60,7 +60,7 @@ def main() -> None:
         overrides=[
             "rollout.prompts_per_step=8", "rollout.group_size=8", f"rollout.max_new_tokens={max_new}",
             "rollout.temperature=1.0", "learner.micro_batch_size=64", "learner.lr=1e-5",
-            f"cluster.rollout_cpus_per_worker={THREADS}", f"cluster.learner_cpus_per_rank={THREADS}",
+            f"cluster.rollout.cpus={THREADS}", f"cluster.learner.cpus={THREADS}",
             "stages=[{kind: rl, steps: 100}]",
         ]
     )

@@ -263,7 +263,7 @@ def _run_on_ray(
 ) -> RunSummary:
     import ray
 
-    from actors.runtime import LearnerGroup, RewardGroup, RolloutGroup, WeightPush
+    from actors.runtime import Colocation, LearnerGroup, RewardGroup, RolloutGroup, WeightPush
 
     address = address or cfg.cluster.address or os.environ.get("RAY_ADDRESS")
     started_ray = not ray.is_initialized()
@@ -283,13 +283,19 @@ def _run_on_ray(
     stop = _StopRequest()
     previous = {sig: signal.signal(sig, stop.handle) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        rollouts = RolloutGroup(cfg, prepared.model_path)
+        colocation = Colocation(cfg) if cfg.cluster.colocate else None
+        if colocation is not None:
+            groups.append(colocation)
+        rollouts = RolloutGroup(cfg, prepared.model_path, colocation=colocation)
         groups.append(rollouts)
         scorer = RewardGroup(cfg, prepared.rewards, judge_model_path=prepared.judge_model_path)
         groups.append(scorer)
         total = sum(s.steps for s in cfg.stages)
-        learners = LearnerGroup(cfg, prepared.model_path, total_steps=total)
+        learners = LearnerGroup(cfg, prepared.model_path, total_steps=total, colocation=colocation)
         groups.append(learners)
+        write_placement(run_dir, {"rollout": rollouts.workers, "learner": learners.workers,
+                                  "reward": scorer.workers,
+                                  **({"reference": learners.reference} if learners.reference else {})})
         driver = Driver(
             cfg,
             engine=rollouts,
@@ -320,6 +326,16 @@ def _run_on_ray(
                 logger.warning("shutting down %s failed: %s", type(group).__name__, err)
         if started_ray:
             ray.shutdown()
+
+
+def write_placement(run_dir: Path, groups: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """``RUN_DIR/placement.json``: the node every worker of every role runs on (``rlft plan``
+    shows where they were meant to go)."""
+    where = {role: group.nodes() for role, group in groups.items()}
+    (run_dir / "placement.json").write_text(json.dumps(where, indent=2))
+    ips = {role: sorted({w["node_ip"] for w in workers}) for role, workers in where.items()}
+    logger.info("placement: %s", ", ".join(f"{r} on {'/'.join(v)}" for r, v in ips.items()))
+    return where
 
 
 class _StopRequest:

@@ -75,6 +75,32 @@ def token_logprobs(logits: Tensor, input_ids: Tensor, temperature: float = 1.0) 
     return torch.stack(rows)
 
 
+@torch.no_grad()
+def sequence_logprobs(
+    model: torch.nn.Module,
+    samples: list[Any],
+    *,
+    pad_id: int,
+    device: torch.device,
+    temperature: float = 1.0,
+    micro_batch_size: int = 8,
+) -> list[list[float]]:
+    """Completion-token log-probs of ``samples`` (``TrainSample``s) under ``model``, one list per
+    sample, computed ``micro_batch_size`` sequences at a time without gradients."""
+    from rlft.types import collate
+
+    result: list[list[float]] = []
+    for idx in chunks(range(len(samples)), micro_batch_size):
+        batch = collate([samples[i] for i in idx], pad_id)
+        ids = batch.input_ids.to(device)
+        logits = model(input_ids=ids, attention_mask=batch.attention_mask.to(device), use_cache=False).logits
+        lp = token_logprobs(logits, ids, temperature).cpu()  # [b, L-1]
+        for row, i in enumerate(idx):
+            p, c = len(samples[i].prompt_ids), len(samples[i].completion_ids)
+            result.append(lp[row, p - 1 : p - 1 + c].tolist())
+    return result
+
+
 def token_entropy(logits: Tensor, temperature: float = 1.0) -> Tensor:
     """Entropy of each next-token distribution ``softmax(logits / temperature)``, aligned like
     ``token_logprobs`` (position ``t`` is the distribution that picks token ``t + 1``). [B, L-1]

@@ -118,10 +118,11 @@ class TrainSample:
     advantages: list[float]  # one per completion token (an outcome advantage repeated)
     rollout_logprobs: list[float] | None = None
     loss_mask: list[int] | None = None  # 1 = the token counts; None: every completion token counts
+    ref_logprobs: list[float] | None = None  # from a separate reference actor; None: the learner's own
 
     def __post_init__(self) -> None:
         n = len(self.completion_ids)
-        for name in ("advantages", "rollout_logprobs", "loss_mask"):
+        for name in ("advantages", "rollout_logprobs", "loss_mask", "ref_logprobs"):
             value = getattr(self, name)
             if value is not None and len(value) != n:
                 raise ValueError(f"{name} has {len(value)} entries for {n} completion tokens")
@@ -174,6 +175,7 @@ class Collated:
     mask: torch.Tensor  # [B, L-1] float, 1 on completion tokens that count
     advantages: torch.Tensor  # [B, L-1] float
     rollout_logprobs: torch.Tensor | None  # [B, L-1] float
+    ref_logprobs: torch.Tensor | None = None  # [B, L-1] float, when every sample carries them
 
 
 def collate(samples: list[TrainSample], pad_id: int = 0) -> Collated:
@@ -193,6 +195,7 @@ def collate(samples: list[TrainSample], pad_id: int = 0) -> Collated:
     adv = torch.zeros((b, length - 1))
     have_lp = all(s.rollout_logprobs is not None for s in samples)
     lp = torch.zeros((b, length - 1)) if have_lp else None
+    ref = torch.zeros((b, length - 1)) if all(s.ref_logprobs is not None for s in samples) else None
     for i, s in enumerate(samples):
         p, c = len(s.prompt_ids), len(s.completion_ids)
         if p == 0:
@@ -205,4 +208,6 @@ def collate(samples: list[TrainSample], pad_id: int = 0) -> Collated:
         adv[i, sl] = torch.tensor(s.advantages, dtype=torch.float)
         if lp is not None:
             lp[i, sl] = torch.tensor(s.rollout_logprobs, dtype=torch.float)
-    return Collated(input_ids, attention, mask, adv, lp)
+        if ref is not None:
+            ref[i, sl] = torch.tensor(s.ref_logprobs, dtype=torch.float)
+    return Collated(input_ids, attention, mask, adv, lp, ref)

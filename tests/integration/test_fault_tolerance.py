@@ -142,8 +142,8 @@ def runtime(ray_session, tiny_model_dir):
             "learner.num_ranks=2",
             "learner.lr=3e-3",
             "learner.micro_batch_size=16",
-            "cluster.rollout_cpus_per_worker=0.5",
-            "cluster.learner_cpus_per_rank=0.5",
+            "cluster.rollout.cpus=0.5",
+            "cluster.learner.cpus=0.5",
         ]
     )
     rollouts = RolloutGroup(cfg, tiny_model_dir, max_restarts=1)
@@ -260,7 +260,7 @@ def _reward_group(tmp_path, max_restarts: int) -> RewardGroup:
             "reward.num_workers=2",
             "reward.processes_per_worker=1",
             "reward.timeout_s=30",
-            "cluster.reward_cpus_per_worker=0.25",
+            "cluster.reward.cpus=0.25",
         ]
     )
     return RewardGroup(cfg, [RewardFunctionConfig(path=f"{path}:slow_length")], max_restarts=max_restarts)

@@ -48,7 +48,7 @@ def judged_group(ray_session, tiny_model_dir):
         overrides=[
             f"reward.judge.model={tiny_model_dir}",
             "reward.functions=[{name: llm_judge}, {name: rubric, weight: 0.5}]",
-            "cluster.reward_cpus_per_worker=0.5",
+            "cluster.reward.cpus=0.5",
         ]
     )
     group = RewardGroup(cfg, list(cfg.reward.functions))

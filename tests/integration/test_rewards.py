@@ -195,7 +195,7 @@ def test_reward_workers_on_ray_score_a_mixed_batch(ray_session, reward_file):
             "reward.processes_per_worker=1",
             f"reward.timeout_s={TIMEOUT}",
             "reward.memory_mb=1024",
-            "cluster.reward_cpus_per_worker=0.5",
+            "cluster.reward.cpus=0.5",
         ]
     )
     group = RewardGroup(cfg, functions)
@@ -239,7 +239,7 @@ def test_code_tests_on_reward_workers_contain_hostile_completions(ray_session, t
     monkeypatch.setenv("RLFT_TEST_SECRET", "hunter2")  # the sandbox tests prove the calling env never leaks
     outside = tmp_path / "pwned.txt"
     cfg = load_config(overrides=["reward.functions=[{name: code_tests, params: {timeout_s: 2}}]",
-                                 "cluster.reward_cpus_per_worker=0.5"])
+                                 "cluster.reward.cpus=0.5"])
     group = RewardGroup(cfg, list(cfg.reward.functions))
     tests = {"tests": ["assert f() == 1"]}
     completions = {"good": "```python\ndef f():\n    return 1\n```"}

@@ -26,8 +26,8 @@ def runtime(ray_session, tiny_model_dir):
             "learner.num_ranks=2",
             "learner.lr=3e-3",
             "learner.micro_batch_size=6",
-            "cluster.rollout_cpus_per_worker=1",
-            "cluster.learner_cpus_per_rank=0.5",
+            "cluster.rollout.cpus=1",
+            "cluster.learner.cpus=0.5",
         ]
     )
     rollouts = RolloutGroup(cfg, tiny_model_dir)

@@ -73,6 +73,10 @@ def test_short_train_run_with_a_user_reward_file_writes_the_run_directory(tmp_pa
     assert set(summary["evaluations"]) == {"before_rl1", "after_rl1"}
     assert "eval/pass@2" in summary["evaluations"]["after_rl1"]
     assert (run_dir / "config.yaml").is_file()
+    placement = json.loads((run_dir / "placement.json").read_text())
+    assert {role: [w["rank"] for w in ws] for role, ws in placement.items()} == {
+        "rollout": [0], "learner": [0], "reward": [0]}
+    assert all(w["node_id"] and w["node_ip"] for ws in placement.values() for w in ws)
     log = (run_dir / "train.log").read_text()
     assert log.count("stage=rl1") == 2 and log.count("stage=sft0") == 3
     # monitoring: samples, TensorBoard scalars, the offline wandb run, the report

@@ -1,0 +1,51 @@
+"""ReferenceWorker: the frozen reference policy on its own actor (``cluster.reference.placement:
+separate``).
+
+By default every learner rank keeps a reference copy next to the policy it trains; a large policy
+may not leave room for that copy on the learner's GPUs. A separate reference actor holds the one
+frozen copy with its own resources (``cluster.reference``: cpus, gpus, custom resources); before each
+RL learner step the learner group asks it for the batch's completion-token log-probs, which travel
+with the samples (``TrainSample.ref_logprobs``) into the KL term. The two placements give the same
+loss: the log-probs come from the same weights at the same temperature.
+
+Example (in-process, no Ray)::
+
+    ref = ReferenceWorker("path/to/model", ModelConfig(), temperature=1.0)
+    ref.logprobs([TrainSample([5, 6], [7, 8], [0.0, 0.0])])   # [[lp(7 | 5 6), lp(8 | 5 6 7)]]
+"""
+
+from __future__ import annotations
+
+from actors.learner import DTYPES, _resolve_device, load_causal_lm
+from rlft.config import ModelConfig
+from rlft.training import sequence_logprobs
+from rlft.types import TrainSample
+
+
+class ReferenceWorker:
+    """One frozen copy of the base model that scores completions."""
+
+    def __init__(
+        self,
+        model_path: str,
+        model_cfg: ModelConfig,
+        *,
+        temperature: float = 1.0,
+        micro_batch_size: int = 8,
+        device: str = "auto",
+    ) -> None:
+        self.device = _resolve_device(device)
+        self.model = load_causal_lm(model_path, model_cfg, DTYPES[model_cfg.dtype]).requires_grad_(False)
+        self.model.to(self.device).eval()
+        self.pad_id = self.model.config.pad_token_id or 0
+        # greedy rollouts are scored at temperature 1, as the learner does
+        self.temperature = temperature if temperature > 0 else 1.0
+        self.micro_batch_size = micro_batch_size
+
+    def ready(self) -> bool:
+        return True
+
+    def logprobs(self, samples: list[TrainSample]) -> list[list[float]]:
+        """Completion-token log-probs of each sample under the reference weights."""
+        return sequence_logprobs(self.model, samples, pad_id=self.pad_id, device=self.device,
+                                 temperature=self.temperature, micro_batch_size=self.micro_batch_size)

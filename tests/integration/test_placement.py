@@ -1,0 +1,98 @@
+"""Per-role placement on a real local Ray: custom resources, a separate reference actor (same loss
+as the learner's own copy), and colocated learner ranks and rollout engines in shared bundles."""
+
+from __future__ import annotations
+
+import pytest
+import ray
+import torch
+
+from actors.group import PlacementError, WorkerGroup
+from actors.runtime import Colocation, LearnerGroup, RolloutGroup, WeightPush
+from rlft.config import load_config
+from rlft.types import Prompt, SamplingSettings, TrainBatch, TrainSample
+
+
+class _Probe:
+    def ping(self) -> str:
+        return "pong"
+
+
+ray.cloudpickle.register_pickle_by_value(__import__(__name__))
+
+
+def test_a_role_asking_for_a_resource_no_node_has_fails_fast_and_names_it(ray_session):
+    with pytest.raises(PlacementError, match=r"node_b.*rlft plan"):
+        WorkerGroup("reward", _Probe, 1, num_cpus=0.1, resources={"node_b": 0.01}, placement_timeout_s=3)
+
+
+def test_nodes_reports_where_each_rank_runs(ray_session):
+    with WorkerGroup("probe", _Probe, 2, num_cpus=0.1) as group:
+        where = group.nodes()
+    node = ray.get_runtime_context().get_node_id()
+    assert [w["rank"] for w in where] == [0, 1] and {w["node_id"] for w in where} == {node}
+
+
+def _batch(tiny_model_dir) -> TrainBatch:
+    g = torch.Generator().manual_seed(0)
+    samples = []
+    for i in range(8):
+        prompt = torch.randint(4, 60, (3 + i % 3,), generator=g).tolist()
+        completion = torch.randint(4, 60, (4 + i % 2,), generator=g).tolist()
+        adv = [float(i % 3 - 1)] * len(completion)
+        samples.append(TrainSample(prompt, completion, adv, rollout_logprobs=[-3.0] * len(completion)))
+    return TrainBatch(samples)
+
+
+def test_a_separate_reference_actor_gives_the_learners_own_kl_and_loss(ray_session, tiny_model_dir):
+    """Same weights, same temperature: the KL term and the loss of a step are those of the learner's
+    own reference copy (the policy moves after step 1, so step 2's KL is not zero)."""
+    batch = _batch(tiny_model_dir)
+    results = {}
+    for placement in ("learner", "separate"):
+        cfg = load_config(overrides=[
+            "algo.kl.coef=0.5", "learner.lr=0.05", "learner.micro_batch_size=4",
+            f"cluster.reference.placement={placement}", "cluster.reference.cpus=0.5",
+            "cluster.learner.cpus=0.5", "rollout.temperature=0.8",
+        ])
+        learners = LearnerGroup(cfg, tiny_model_dir, total_steps=2)
+        try:
+            assert (learners.reference is not None) == (placement == "separate")
+            results[placement] = [learners.train_step(batch) for _ in range(2)]
+        finally:
+            learners.shutdown()
+    own, separate = results["learner"], results["separate"]
+    assert own[1]["kl"] > 1e-4  # the second step sees a moved policy
+    for a, b in zip(own, separate):
+        assert b["kl"] == pytest.approx(a["kl"], rel=1e-4, abs=1e-7)
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-4, abs=1e-7)
+    assert "reference_s" in separate[0] and "reference_s" not in own[0]
+
+
+def test_colocated_rollout_and_learner_share_bundles_and_still_sync(ray_session, tiny_model_dir):
+    cfg = load_config(overrides=[
+        "cluster.colocate=true", "cluster.rollout.cpus=0.5", "cluster.learner.cpus=0.5",
+        "rollout.max_new_tokens=6", "rollout.temperature=0", "learner.lr=0.05",
+    ])
+    colocation = Colocation(cfg)
+    rollouts = learners = None
+    try:
+        rollouts = RolloutGroup(cfg, tiny_model_dir, colocation=colocation)
+        learners = LearnerGroup(cfg, tiny_model_dir, total_steps=1, colocation=colocation)
+        assert rollouts.workers.placement_group.id == learners.workers.placement_group.id
+        assert rollouts.workers.bundle_indices == learners.workers.bundle_indices == [0]
+        assert rollouts.workers.nodes()[0]["node_id"] == learners.workers.nodes()[0]["node_id"]
+        push = WeightPush(learners, rollouts)
+        prompt = [Prompt("p0", [1, 5, 6, 7], "x")]
+        before = rollouts.generate(prompt, SamplingSettings(n=1, max_new_tokens=6, temperature=0))
+        assert rollouts.asleep  # after sampling the engines make room for the learner (no-op on CPU)
+        learners.train_step(_batch(tiny_model_dir))
+        push.push(1)
+        assert not rollouts.asleep and rollouts.versions() == [1]
+        after = rollouts.generate(prompt, SamplingSettings(n=1, max_new_tokens=6, temperature=0))
+        assert after[0].policy_version == 1 and before[0].policy_version == 0
+    finally:
+        for group in (learners, rollouts):
+            if group is not None:
+                group.shutdown()
+        colocation.shutdown()

@@ -1,0 +1,155 @@
+"""The placement planner (``rlft.placement``): golden plans from configs, fitting on nodes with
+each strategy, errors that name what is missing, and ``rlft plan``."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from launch.cli import main
+from rlft.config import ConfigError, load_config
+from rlft.placement import Node, PlacementError, fit, format_plan, plan_run
+
+
+def _cfg(*overrides: str):
+    return load_config(overrides=list(overrides))
+
+
+def test_default_plan_is_one_cpu_per_role():
+    p = plan_run(_cfg())
+    assert [(r.role, r.count, dict(r.bundle)) for r in p.roles] == [
+        ("rollout", 1, {"CPU": 1.0}), ("learner", 1, {"CPU": 1.0}), ("reward", 1, {"CPU": 1.0})]
+    assert p.totals() == {"CPU": 3.0}
+
+
+def test_gpu_plan_counts_tensor_parallel_custom_resources_and_the_judge():
+    p = plan_run(_cfg(
+        "rollout.num_workers=2", "rollout.tensor_parallel_size=2", "cluster.rollout.gpus=1",
+        "learner.num_ranks=4", "cluster.learner.gpus=1", "cluster.learner.cpus=4",
+        "reward.num_workers=3", "cluster.reward.cpus=2", "cluster.reward.resources={cpu_pool: 0.5}",
+        "reward.judge={model: builtin:tiny, num_gpus: 1}",
+    ))
+    by_role = {r.role: (r.count, dict(r.bundle)) for r in p.roles}
+    assert by_role == {
+        "rollout": (2, {"CPU": 1.0, "GPU": 2.0}),
+        "learner": (4, {"CPU": 4.0, "GPU": 1.0}),
+        "reward": (3, {"CPU": 2.0, "cpu_pool": 0.5}),
+        "judge": (1, {"CPU": 1.0, "GPU": 1.0}),
+    }
+    # 2 + 16 + 6 + 1 CPUs; 4 + 4 + 1 GPUs; 3 x 0.5 cpu_pool
+    assert p.totals() == {"CPU": 25.0, "GPU": 9.0, "cpu_pool": 1.5}
+
+
+def test_reference_placement_learner_adds_nothing_separate_adds_one_actor():
+    on_learner = plan_run(_cfg("algo.kl.coef=0.1", "learner.num_ranks=2"))
+    assert on_learner.role("reference").bundle == {} and on_learner.totals() == {"CPU": 4.0}
+    separate = plan_run(_cfg("algo.kl.coef=0.1", "cluster.reference={placement: separate, gpus: 1, cpus: 2}"))
+    assert dict(separate.role("reference").bundle) == {"CPU": 2.0, "GPU": 1.0}
+    assert separate.totals() == {"CPU": 5.0, "GPU": 1.0}
+    assert plan_run(_cfg("cluster.reference.placement=separate")).role("reference") is None  # no KL, no reference
+
+
+def test_colocated_rollout_shares_the_learner_bundles():
+    p = plan_run(_cfg("cluster.colocate=true", "learner.num_ranks=2", "cluster.learner.gpus=1",
+                      "rollout.num_workers=2", "cluster.rollout.cpus=0.5"))
+    (group,) = [g for g in p.groups if g.name == "learner"]
+    assert [dict(b) for b in group.bundles] == [{"CPU": 1.5, "GPU": 1.0}] * 2
+    assert {g.name for g in p.groups} == {"learner", "reward"}
+    assert p.totals() == {"CPU": 4.0, "GPU": 2.0}  # 2 x 1.5 + 1 reward; the GPUs are shared
+
+
+def test_colocate_needs_a_learner_rank_per_rollout_worker():
+    with pytest.raises(ConfigError, match=r"rollout.num_workers \(2\) must be <= learner.num_ranks \(1\)"):
+        _cfg("cluster.colocate=true", "rollout.num_workers=2")
+
+
+def test_old_flat_cluster_keys_name_their_replacement():
+    with pytest.raises(ConfigError, match=r"cluster.rollout_cpus_per_worker is now cluster.rollout.cpus"):
+        _cfg("cluster.rollout_cpus_per_worker=2")
+    with pytest.raises(ConfigError, match=r"must reserve some cpus, gpus or resources"):
+        _cfg("cluster.reward.cpus=0")
+    with pytest.raises(ConfigError, match=r"'GPU' is set with cpus/gpus"):
+        _cfg("cluster.reward.resources={GPU: 1}")
+
+
+NODES = [Node("a", "10.0.0.1", {"CPU": 8, "GPU": 4}), Node("b", "10.0.0.2", {"CPU": 8, "GPU": 4})]
+
+
+def test_pack_fills_one_node_before_the_next_and_spread_uses_distinct_nodes():
+    packed = fit(plan_run(_cfg("rollout.num_workers=2", "cluster.rollout.gpus=1")), NODES)
+    assert packed.nodes == {"rollout": ["a", "a"], "learner": ["a"], "reward": ["a"]}
+    spread = fit(plan_run(_cfg("rollout.num_workers=2", "cluster.rollout={gpus: 1, strategy: SPREAD}")), NODES)
+    assert spread.nodes["rollout"] == ["a", "b"]
+    # PACK spills over when one node is not enough: 3 + 3 GPUs on 4-GPU nodes
+    spill = fit(plan_run(_cfg("rollout.num_workers=6", "cluster.rollout.gpus=1")), NODES)
+    assert spill.nodes["rollout"] == ["a"] * 4 + ["b"] * 2
+
+
+def test_strict_strategies_fail_where_they_cannot_hold():
+    with pytest.raises(PlacementError, match=r"cannot place rollout.*STRICT_PACK needs one node"):
+        fit(plan_run(_cfg("rollout.num_workers=6", "cluster.rollout={gpus: 1, strategy: STRICT_PACK}")), NODES)
+    with pytest.raises(PlacementError, match=r"STRICT_SPREAD needs 3 distinct nodes"):
+        fit(plan_run(_cfg("rollout.num_workers=3", "cluster.rollout={cpus: 1, strategy: STRICT_SPREAD}")), NODES)
+
+
+def test_errors_name_the_role_and_what_is_missing():
+    with pytest.raises(PlacementError, match=r"^the run needs 10 GPU, the cluster has 8 \(rollout 2 x 4, learner 2 x 1\)$"):
+        fit(plan_run(_cfg("rollout.num_workers=2", "cluster.rollout.gpus=4", "learner.num_ranks=2",
+                          "cluster.learner.gpus=1")), NODES)
+    with pytest.raises(PlacementError, match=r"cannot place learner.*no single node is big enough"):
+        fit(plan_run(_cfg("cluster.learner.gpus=6")), NODES)
+    with pytest.raises(PlacementError, match=r"the cluster has 0 \(reward 1 x 0.01\)"):
+        fit(plan_run(_cfg("cluster.reward.resources={node_b: 0.01}")), NODES)
+    with pytest.raises(PlacementError, match="no alive nodes"):
+        fit(plan_run(_cfg()), [])
+
+
+def test_a_custom_resource_pins_the_role_to_the_node_that_has_it():
+    nodes = [Node("head", "127.0.0.1", {"CPU": 4}), Node("nb", "127.0.0.2", {"CPU": 2, "node_b": 1})]
+    placement = fit(plan_run(_cfg("cluster.reward.resources={node_b: 0.01}", "reward.num_workers=2",
+                                  "cluster.reward.cpus=0.5")), nodes)
+    assert placement.nodes == {"rollout": ["head"], "learner": ["head"], "reward": ["nb", "nb"]}
+    table = format_plan(plan_run(_cfg("cluster.reward.resources={node_b: 0.01}")), placement, nodes)
+    assert "reward   1        CPU 1, node_b 0.01  PACK      127.0.0.2 x2" in table
+    assert table.splitlines()[-1] == "total: CPU 3, node_b 0.01"
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    workers=st.lists(st.integers(1, 4), min_size=3, max_size=3),
+    gpus=st.sampled_from([0, 0.5, 1, 2]),
+    strategy=st.sampled_from(["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"]),
+    nodes=st.lists(st.tuples(st.integers(1, 16), st.integers(0, 8)), min_size=1, max_size=4),
+)
+def test_a_fit_never_overcommits_a_node_and_places_every_worker(workers, gpus, strategy, nodes):
+    cfg = _cfg(f"rollout.num_workers={workers[0]}", f"learner.num_ranks={workers[1]}",
+               f"reward.num_workers={workers[2]}", f"cluster.rollout={{gpus: {gpus}, strategy: {strategy}}}",
+               "rollout.prompts_per_step=8")
+    cluster = [Node(f"n{i}", f"10.0.0.{i}", {"CPU": c, "GPU": g}) for i, (c, g) in enumerate(nodes)]
+    plan = plan_run(cfg)
+    try:
+        placement = fit(plan, cluster)
+    except PlacementError:
+        return
+    used: dict[str, dict[str, float]] = {n.node_id: {} for n in cluster}
+    for r in plan.roles:
+        assert len(placement.nodes[r.role]) == r.count
+        for node in placement.nodes[r.role]:
+            for k, v in r.bundle.items():
+                used[node][k] = used[node].get(k, 0) + v
+    for n in cluster:
+        assert all(v <= n.resources.get(k, 0) + 1e-9 for k, v in used[n.node_id].items())
+    if strategy == "STRICT_SPREAD":
+        assert len(set(placement.nodes["rollout"])) == workers[0]
+
+
+def test_rlft_plan_prints_the_table_and_exits_1_when_it_does_not_fit(capsys):
+    assert main(["plan", "rollout.num_workers=2", "cluster.rollout.gpus=1", "--nodes", "2", "--node-gpus", "1",
+                 "--node-cpus", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "on 2 node(s) of CPU 4, GPU 1" in out and "rollout  2        CPU 1, GPU 1  PACK      node-0 x1, node-1 x1" in out
+    assert main(["plan", "cluster.reward.resources={node_b: 0.01}", "--node-cpus", "4"]) == 1
+    assert "does not fit: the run needs 0.01 node_b, the cluster has 0" in capsys.readouterr().err
+    assert main(["plan", "cluster.reward.resources={node_b: 0.01}", "--node-cpus", "4",
+                 "--node-resource", "node_b=1"]) == 0
