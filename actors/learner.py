@@ -507,6 +507,10 @@ class LearnerWorker:
         """Number of train steps applied (the policy version the rollout engines should serve)."""
         return self.version
 
+    def sees(self, path: str) -> bool:
+        """Whether ``path`` exists on this rank's node (the run directory must, for checkpoints)."""
+        return Path(path).exists()
+
     def close(self) -> None:
         """Leave the process group (before the actor is killed, so peers do not wait on it)."""
         if dist.is_initialized():

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import socket
 import time
+from pathlib import Path
 from collections.abc import Mapping
 from dataclasses import asdict, replace
 from typing import Any, Callable
@@ -239,6 +240,22 @@ class LearnerGroup:
             actors if ranks is None else [actors[r] for r in ranks],
         )
         return results[0]
+
+    def check_sees(self, path: str) -> None:
+        """Raise ``CheckpointError`` unless every learner rank's node sees ``path`` (a file the
+        driver just wrote in the run directory): the ranks write checkpoints there themselves, and a
+        checkpoint on one node's local disk is lost to the driver and to ``--resume``."""
+        from rlft.checkpointing import CheckpointError
+
+        seen = self.workers.call(LearnerWorker.sees, path)
+        if not all(seen):
+            blind = [w for w, ok in zip(self.workers.nodes(), seen) if not ok]
+            raise CheckpointError(
+                f"the run directory {Path(path).parent} is not visible from the node(s) of learner rank(s) "
+                f"{', '.join(f'{w['rank']} ({w['node_ip']})' for w in blind)}: their checkpoints would land on "
+                "that node's local disk. Put the run directory on storage every node mounts (--run-dir), "
+                "or keep the learner on the driver's node (cluster.learner.resources)."
+            )
 
     def save_pretrained(self, path: str) -> str:
         return self.workers.call(LearnerWorker.save_pretrained, path)[0]

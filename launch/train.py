@@ -293,6 +293,7 @@ def _run_on_ray(
         total = sum(s.steps for s in cfg.stages)
         learners = LearnerGroup(cfg, prepared.model_path, total_steps=total, colocation=colocation)
         groups.append(learners)
+        learners.check_sees(str((run_dir / "config.yaml").resolve()))
         write_placement(run_dir, {"rollout": rollouts.workers, "learner": learners.workers,
                                   "reward": scorer.workers,
                                   **({"reference": learners.reference} if learners.reference else {})})
@@ -306,7 +307,7 @@ def _run_on_ray(
             eval_prompts=prepared.eval_prompts,
             sft_examples=prepared.sft_examples,
             sink=sink,
-            checkpoint_dir=str(run_dir / "checkpoints"),
+            checkpoint_dir=str((run_dir / "checkpoints").resolve()),  # the learner ranks write there
         )
         stop.driver = driver
         if resume_from is not None:

@@ -590,6 +590,12 @@ class RunConfig(Section):
                 f"rollout.num_workers ({self.rollout.num_workers}) must be <= learner.num_ranks "
                 f"({self.learner.num_ranks})"
             )
+        if self.cluster.colocate and (self.cluster.rollout.gpus > 0 or self.cluster.learner.gpus > 1
+                                      or self.rollout.tensor_parallel_size > 1):
+            raise ValueError(
+                "cluster.colocate shares each learner rank's GPU with one engine: set cluster.learner.gpus "
+                "to 1 (or 0 on CPU), leave cluster.rollout.gpus unset and rollout.tensor_parallel_size at 1"
+            )
         return self
 
 

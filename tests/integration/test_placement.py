@@ -9,6 +9,7 @@ import torch
 
 from actors.group import PlacementError, WorkerGroup
 from actors.runtime import Colocation, LearnerGroup, RolloutGroup, WeightPush
+from rlft.checkpointing import CheckpointError
 from rlft.config import load_config
 from rlft.types import Prompt, SamplingSettings, TrainBatch, TrainSample
 
@@ -58,6 +59,10 @@ def test_a_separate_reference_actor_gives_the_learners_own_kl_and_loss(ray_sessi
         learners = LearnerGroup(cfg, tiny_model_dir, total_steps=2)
         try:
             assert (learners.reference is not None) == (placement == "separate")
+            if placement == "learner":  # the run directory must be visible where the ranks write
+                learners.check_sees(tiny_model_dir)
+                with pytest.raises(CheckpointError, match=r"not visible from the node\(s\) of learner rank\(s\) 0 \("):
+                    learners.check_sees("/nonexistent-rlft-run/config.yaml")
             results[placement] = [learners.train_step(batch) for _ in range(2)]
         finally:
             learners.shutdown()

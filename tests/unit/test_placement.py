@@ -62,6 +62,9 @@ def test_colocated_rollout_shares_the_learner_bundles():
 def test_colocate_needs_a_learner_rank_per_rollout_worker():
     with pytest.raises(ConfigError, match=r"rollout.num_workers \(2\) must be <= learner.num_ranks \(1\)"):
         _cfg("cluster.colocate=true", "rollout.num_workers=2")
+    for bad in ("cluster.rollout.gpus=1", "cluster.learner.gpus=2", "rollout.tensor_parallel_size=2"):
+        with pytest.raises(ConfigError, match="shares each learner rank's GPU with one engine"):
+            _cfg("cluster.colocate=true", bad)
 
 
 def test_old_flat_cluster_keys_name_their_replacement():
