@@ -249,10 +249,10 @@ class LearnerGroup:
 
         seen = self.workers.call(LearnerWorker.sees, path)
         if not all(seen):
-            blind = [w for w, ok in zip(self.workers.nodes(), seen) if not ok]
+            blind = ", ".join(f"{w['rank']} ({w['node_ip']})" for w, ok in zip(self.workers.nodes(), seen) if not ok)
             raise CheckpointError(
                 f"the run directory {Path(path).parent} is not visible from the node(s) of learner rank(s) "
-                f"{', '.join(f'{w['rank']} ({w['node_ip']})' for w in blind)}: their checkpoints would land on "
+                f"{blind}: their checkpoints would land on "
                 "that node's local disk. Put the run directory on storage every node mounts (--run-dir), "
                 "or keep the learner on the driver's node (cluster.learner.resources)."
             )
