@@ -334,8 +334,9 @@ def write_placement(run_dir: Path, groups: dict[str, Any]) -> dict[str, list[dic
     shows where they were meant to go)."""
     where = {role: group.nodes() for role, group in groups.items()}
     (run_dir / "placement.json").write_text(json.dumps(where, indent=2))
-    ips = {role: sorted({w["node_ip"] for w in workers}) for role, workers in where.items()}
-    logger.info("placement: %s", ", ".join(f"{r} on {'/'.join(v)}" for r, v in ips.items()))
+    ips = {role: "/".join(sorted({w["node_ip"] for w in workers})) for role, workers in where.items()}
+    roles = ", ".join(f"{role} on {ip}" for role, ip in ips.items())
+    print(f"rlft: placement: {roles} ({run_dir / 'placement.json'})", flush=True)
     return where
 
 

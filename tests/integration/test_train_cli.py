@@ -77,6 +77,7 @@ def test_short_train_run_with_a_user_reward_file_writes_the_run_directory(tmp_pa
     assert {role: [w["rank"] for w in ws] for role, ws in placement.items()} == {
         "rollout": [0], "learner": [0], "reward": [0]}
     assert all(w["node_id"] and w["node_ip"] for ws in placement.values() for w in ws)
+    assert f"rlft: placement: rollout on {placement['rollout'][0]['node_ip']}" in out.stdout
     log = (run_dir / "train.log").read_text()
     assert log.count("stage=rl1") == 2 and log.count("stage=sft0") == 3
     # monitoring: samples, TensorBoard scalars, the offline wandb run, the report
