@@ -35,7 +35,7 @@ from actors.learner import LearnerWorker
 from actors.reference import ReferenceWorker
 from actors.reward import RewardWorker
 from actors.rollout import RolloutWorker
-from actors.weight_sync import SyncStats, make_weight_sync
+from actors.weight_sync import SyncStats
 from rlft.balance import assign_balanced
 from rlft.config import RewardFunctionConfig, RunConfig
 from rlft.placement import plan_run

@@ -5,6 +5,7 @@
     rlft report RUN_DIR                                write the run's HTML report with plots
     rlft train --resume RUN_DIR                        continue a run from its latest checkpoint
     rlft export RUN_DIR [--step N] OUT_DIR             a checkpoint as a plain Hugging Face model
+    rlft plan [CONFIG.yaml] [--address URL]            the placement a config implies, and its total resources
 
 Without CONFIG both use the embedded default (``launch/embedded.yaml``): the built-in tiny model and
 arithmetic task.
@@ -15,6 +16,7 @@ Run ``rlft <command> --help`` for each command's options.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -26,6 +28,7 @@ from rlft.data.loading import DataError
 from rlft.checkpointing import CheckpointError, resolve_resume
 from rlft.driver import NonFiniteError, RewardFailureError
 from rlft.plugins import PluginError
+from launch.jobs import JobError, add_job_commands
 from rewards.api import RewardError, reward_names
 
 EMBEDDED = Path(__file__).with_name("embedded.yaml")
@@ -159,6 +162,43 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plan(args: argparse.Namespace) -> int:
+    from rlft.placement import Node, PlacementError, fit, format_plan, plan_run
+
+    config, cfg = _load(args)
+    plan = plan_run(cfg)
+    address = args.address or os.environ.get("RAY_ADDRESS")
+    if address:
+        from launch.jobs import cluster_nodes
+
+        nodes = cluster_nodes(address)
+        where = f"the cluster at {address} ({len(nodes)} alive node(s), their total resources)"
+    else:
+        shape = {"CPU": float(args.node_cpus or cfg.cluster.num_cpus or os.cpu_count() or 1)}
+        if args.node_gpus:
+            shape["GPU"] = float(args.node_gpus)
+        shape.update(dict(args.node_resource or []))
+        nodes = [Node(f"node-{i}", f"node-{i}", dict(shape)) for i in range(args.nodes)]
+        where = f"{args.nodes} node(s) of {', '.join(f'{k} {v:g}' for k, v in shape.items())}"
+    print(f"# rlft plan: {config or 'embedded default'} on {where}")
+    try:
+        placement = fit(plan, nodes)
+    except PlacementError as err:
+        print(format_plan(plan))
+        print(f"rlft: does not fit: {err}", file=sys.stderr)
+        return 1
+    print(format_plan(plan, placement, nodes))
+    return 0
+
+
+def _resource(text: str) -> tuple[str, float]:
+    name, sep, value = text.partition("=")
+    try:
+        return name, float(value) if sep else 1.0
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--node-resource wants NAME=AMOUNT, got {text!r}") from None
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from launch.export import export
 
@@ -228,6 +268,24 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("-o", "--out", help="output directory (default: RUN_DIR/report)")
     report.set_defaults(func=cmd_report)
 
+    plan = sub.add_parser(
+        "plan",
+        help="print the placement a config implies (roles -> nodes/GPUs) and the total resources",
+        description="Print each role's workers (rollout, learner, reference, reward, judge), what each "
+        "reserves, its placement strategy and where the workers would land, and the run's total "
+        "resources, without starting anything. With --address (or RAY_ADDRESS) on the cluster's alive "
+        "nodes; otherwise on --nodes identical nodes (default: one node like this machine). Exits 1 when "
+        "the run does not fit, naming the role and what is missing.",
+    )
+    _config_args(plan)
+    plan.add_argument("--address", help="Ray dashboard/job server address, e.g. http://127.0.0.1:8265")
+    plan.add_argument("--nodes", type=int, default=1, help="without --address: number of identical nodes")
+    plan.add_argument("--node-cpus", type=float, help="without --address: CPUs per node (default: this machine's)")
+    plan.add_argument("--node-gpus", type=float, default=0, help="without --address: GPUs per node")
+    plan.add_argument("--node-resource", type=_resource, action="append", metavar="NAME=AMOUNT",
+                      help="without --address: a custom resource every node advertises (repeatable)")
+    plan.set_defaults(func=cmd_plan)
+
     export = sub.add_parser(
         "export",
         help="write a checkpoint of a run as a plain Hugging Face model directory",
@@ -238,6 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("out_dir", help="the model directory to write (must not exist or be empty)")
     export.add_argument("--step", type=int, help="the checkpoint's step (default: the latest)")
     export.set_defaults(func=cmd_export)
+    add_job_commands(sub)
     return parser
 
 
@@ -246,7 +305,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, ParamError, RegistryError, PluginError, DataError, RewardError, CheckpointError) as err:
+    except (ConfigError, ParamError, RegistryError, PluginError, DataError, RewardError, CheckpointError,
+            JobError) as err:
         print(f"rlft: {err}", file=sys.stderr)
         return 2
 

@@ -208,7 +208,7 @@ def _take(bundle: Mapping[str, float], avail: dict[str, float]) -> None:
 def _place_group(g: GroupPlan, free: dict[str, dict[str, float]]) -> list[str] | None:
     """Node ids by bundle, with ``free`` updated; None (and ``free`` untouched) when it cannot fit."""
     trial = {n: dict(a) for n, a in free.items()}
-    order = list(trial)
+    order = _preferred(g, trial)
     where: list[str] = []
     if g.strategy in ("PACK", "STRICT_PACK"):
         total = _merge_all(g.bundles)
@@ -241,6 +241,22 @@ def _place_group(g: GroupPlan, free: dict[str, dict[str, float]]) -> list[str] |
     return where
 
 
+_PLAIN = ("CPU", "memory", "object_store_memory")
+
+
+def _preferred(g: GroupPlan, free: Mapping[str, Mapping[str, float]]) -> list[str]:
+    """Nodes in the order a group tries them: plain nodes first, then nodes with GPUs the group does
+    not need (as Ray keeps CPU-only work off GPU nodes), then nodes with custom resources it does
+    not ask for, so a role pinned to a special node later still finds it free."""
+    needed = {k for b in g.bundles for k in b}
+
+    def extras(node: str) -> int:
+        return sum(1 if k == "GPU" else 2 for k, v in free[node].items()
+                   if v > 0 and k not in needed and k not in _PLAIN and not k.startswith(("node:", "accelerator_type:")))
+
+    return sorted(free, key=extras)  # stable: ties keep the cluster's order
+
+
 def _merge_all(bundles: Sequence[Mapping[str, float]]) -> dict[str, float]:
     out: dict[str, float] = {}
     for b in bundles:
@@ -263,8 +279,12 @@ def _why_not(g: GroupPlan, plan: Plan, nodes: Sequence[Node], free: Mapping[str,
         reason = "STRICT_PACK needs one node with room for all of them"
     else:
         reason = "not enough room left after the roles placed before it"
-    state = "; ".join(f"{n.address or n.node_id}: {_fmt(free[n.node_id])} free of {_fmt(n.resources)}"
-                      for n in nodes)
+    used = set(plan.totals())
+    names = _names(nodes)
+    state = "; ".join(
+        f"{names[n.node_id]}: {_fmt(_only(free[n.node_id], used))} free of {_fmt(_only(n.resources, used))}"
+        for n in nodes
+    )
     return (f"cannot place {what}: {len(g.bundles)} bundle(s) of {each} with {g.strategy}: {reason}. "
             f"Nodes: {state}")
 
@@ -276,7 +296,7 @@ def _why_not(g: GroupPlan, plan: Plan, nodes: Sequence[Node], free: Mapping[str,
 def format_plan(plan: Plan, placement: Placement | None = None, nodes: Sequence[Node] = ()) -> str:
     """The plan as a table (role, workers, each worker's reservation, strategy, nodes) and the
     totals; with a ``placement``, the node each role's workers land on."""
-    names = {n.node_id: n.address or n.node_id[:8] for n in nodes}
+    names = _names(nodes)
     rows = [("role", "workers", "each", "strategy", "placed on" if placement else "note")]
     for r in plan.roles:
         each = _fmt(r.bundle) if r.bundle else "(on the learner ranks)"
@@ -295,6 +315,19 @@ def format_plan(plan: Plan, placement: Placement | None = None, nodes: Sequence[
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row[:4], widths)) + "  " + row[4] for row in rows]
     lines.append(f"total: {_fmt(plan.totals())}")
     return "\n".join(line.rstrip() for line in lines)
+
+
+def _names(nodes: Sequence[Node]) -> dict[str, str]:
+    """A display name per node: its address, with a short node id where addresses repeat."""
+    seen: dict[str, int] = {}
+    for n in nodes:
+        seen[n.address] = seen.get(n.address, 0) + 1
+    return {n.node_id: n.address if n.address and seen[n.address] == 1 else f"{n.address or 'node'} ({n.node_id[:6]})"
+            for n in nodes}
+
+
+def _only(resources: Mapping[str, float], keys: set[str]) -> dict[str, float]:
+    return {k: v for k, v in resources.items() if k in keys}
 
 
 def _resource_order(key: str) -> tuple[int, str]:

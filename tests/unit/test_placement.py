@@ -108,6 +108,26 @@ def test_errors_name_the_role_and_what_is_missing():
         fit(plan_run(_cfg()), [])
 
 
+def test_roles_without_a_custom_resource_keep_off_the_node_that_has_it():
+    """The node_b node is listed first and could host everything; rollout and learner still go to
+    the plain node, so the reward worker pinned to node_b finds room there (as Ray schedules it)."""
+    nodes = [Node("nb", "10.0.0.9", {"CPU": 2, "node_b": 1, "memory": 1e10, "node:10.0.0.9": 1}),
+             Node("head", "10.0.0.1", {"CPU": 4, "GPU": 1})]
+    placement = fit(plan_run(_cfg("cluster.reward.resources={node_b: 0.01}", "cluster.reward.cpus=2")), nodes)
+    assert placement.nodes == {"rollout": ["head"], "learner": ["head"], "reward": ["nb"]}
+    with pytest.raises(PlacementError) as err:
+        fit(plan_run(_cfg("cluster.reward.resources={node_b: 0.01}", "cluster.reward.cpus=3")), nodes)
+    assert "10.0.0.9: CPU 2, node_b 1 free of CPU 2, node_b 1" in str(err.value)
+    assert "memory" not in str(err.value) and "node:" not in str(err.value)
+
+
+def test_nodes_sharing_an_address_are_told_apart():
+    nodes = [Node("aaaaaaaa1", "192.0.2.2", {"CPU": 4}), Node("bbbbbbbb2", "192.0.2.2", {"CPU": 4})]
+    plan = plan_run(_cfg("rollout.num_workers=2", "cluster.rollout={cpus: 3, strategy: STRICT_SPREAD}"))
+    table = format_plan(plan, fit(plan, nodes), nodes)
+    assert "192.0.2.2 (aaaaaa) x1, 192.0.2.2 (bbbbbb) x1" in table
+
+
 def test_a_custom_resource_pins_the_role_to_the_node_that_has_it():
     nodes = [Node("head", "127.0.0.1", {"CPU": 4}), Node("nb", "127.0.0.2", {"CPU": 2, "node_b": 1})]
     placement = fit(plan_run(_cfg("cluster.reward.resources={node_b: 0.01}", "reward.num_workers=2",
