@@ -261,7 +261,7 @@ class LearnerWorker:
             for m in micros:
                 if need_old:
                     m.old_logprobs = self._logprobs(self.model, m)
-                if self.ref_model is not None and reference:
+                if self.ref_model is not None and reference and m.ref_logprobs is None:
                     m.ref_logprobs = self._logprobs(self.ref_model, m)
 
     def _logits(self, model: torch.nn.Module, m: _Micro) -> torch.Tensor:

@@ -39,7 +39,7 @@ from actors.weight_sync import SyncStats
 from rlft.balance import assign_balanced
 from rlft.config import RewardFunctionConfig, RunConfig
 from rlft.placement import plan_run
-from rlft.types import Prompt, Rollout, SamplingSettings, Scores, TrainBatch
+from rlft.types import Prompt, Rollout, SamplingSettings, Scores, TrainBatch, TrainSample
 from rewards.compose import combine
 from rewards.pool import Sample, runtime_sample
 
@@ -212,13 +212,20 @@ class LearnerGroup:
         ``supervised`` makes it an SFT step; ``lr`` overrides the peak learning rate. With a
         separate reference actor, it scores the batch first (``learner/reference_s``: its seconds)."""
         timing: dict[str, float] = {}
-        if self.reference is not None and not supervised:
+        if self.reference is not None and not supervised and any(s.ref_logprobs is None for s in batch.samples):
             start = time.perf_counter()
             batch = self.with_reference_logprobs(batch)
             timing["reference_s"] = time.perf_counter() - start
         shards = [(batch.shard(rank, self.n),) for rank in range(self.n)]
         metrics = self.workers.call_each(LearnerWorker.train_step, shards, supervised=supervised, lr=lr)[0]
         return {**metrics, **timing}
+
+    def reference_logprobs(self, samples: list[TrainSample]) -> list[list[float]]:
+        """Completion-token log-probs of ``samples`` under the reference model (the separate
+        reference actor, or the learner ranks' own copy): PPO's KL penalty in the reward."""
+        if self.reference is not None:
+            return self.reference.call_each_retrying(ReferenceWorker.logprobs, [(samples,)])[0]
+        return self.workers.call(LearnerWorker.compute_logprobs, samples, reference=True)[0]
 
     def with_reference_logprobs(self, batch: TrainBatch) -> TrainBatch:
         """``batch`` with every sample's ``ref_logprobs`` from the separate reference actor."""

@@ -288,15 +288,23 @@ def _run_on_ray(
             groups.append(colocation)
         rollouts = RolloutGroup(cfg, prepared.model_path, colocation=colocation)
         groups.append(rollouts)
-        scorer = RewardGroup(cfg, prepared.rewards, judge_model_path=prepared.judge_model_path)
-        groups.append(scorer)
+        # the roles in rlft.placement's order (rlft plan simulates them in this order)
         total = sum(s.steps for s in cfg.stages)
         learners = LearnerGroup(cfg, prepared.model_path, total_steps=total, colocation=colocation)
         groups.append(learners)
+        critic = None
+        if cfg.critic is not None:
+            from actors.critic import CriticGroup
+
+            critic = CriticGroup(cfg, prepared.model_path)
+            groups.append(critic)
+        scorer = RewardGroup(cfg, prepared.rewards, judge_model_path=prepared.judge_model_path)
+        groups.append(scorer)
         learners.check_sees(str((run_dir / "config.yaml").resolve()))
         write_placement(run_dir, {"rollout": rollouts.workers, "learner": learners.workers,
                                   "reward": scorer.workers,
-                                  **({"reference": learners.reference} if learners.reference else {})})
+                                  **({"reference": learners.reference} if learners.reference else {}),
+                                  **({"critic": critic.workers} if critic else {})})
         driver = Driver(
             cfg,
             engine=rollouts,
@@ -308,6 +316,7 @@ def _run_on_ray(
             sft_examples=prepared.sft_examples,
             sink=sink,
             checkpoint_dir=str((run_dir / "checkpoints").resolve()),  # the learner ranks write there
+            critic=critic,
         )
         stop.driver = driver
         if resume_from is not None:

@@ -91,7 +91,12 @@ class KLConfig(Section):
     coef: NonNegative = 0.0
     """Weight beta of the KL term; 0 disables it and no reference model is loaded."""
     placement: Literal["loss", "reward"] = "loss"
-    """``loss``: add beta * KL to the policy loss (GRPO); ``reward``: subtract it from token rewards (PPO)."""
+    """``loss``: add beta * KL to the policy loss (GRPO); ``reward``: subtract it from token rewards (PPO, needs ``critic``)."""
+    target: Positive | None = None
+    """Adaptive KL controller (``placement: reward``): the sequence KL (summed over tokens, averaged
+    over the batch) that beta is steered towards; None keeps beta fixed."""
+    horizon: Annotated[int, Field(ge=1)] = 10000
+    """Adaptive KL controller: samples over which beta may change by at most 20%."""
 
     @field_validator("estimator")
     @classmethod
@@ -310,6 +315,42 @@ class AlgoConfig(Section):
     """Refill the batch with fresh prompts for the groups dropped for zero variance (DAPO)."""
 
 
+class CriticConfig(Section):
+    """PPO's learned value model (setting ``critic`` makes the RL stages PPO with GAE advantages).
+
+    A causal-LM backbone with a scalar value head, trained on its own group of ranks with its own
+    AdamW. Each step: the critic values the batch, GAE turns token rewards (the outcome reward on the
+    last token, minus beta x KL per token with ``algo.kl.placement: reward``) into advantages and
+    returns, the critic regresses the returns, and the policy trains on the whitened advantages."""
+
+    model_path: str | None = None
+    """Backbone of the value model; None starts from the policy's model (``model.path``)."""
+    num_ranks: Annotated[int, Field(ge=1)] = 1
+    """Data-parallel critic ranks."""
+    lr: Positive = 1e-5
+    """AdamW learning rate of the critic (constant)."""
+    weight_decay: NonNegative = 0.0
+    """AdamW weight decay."""
+    max_grad_norm: Positive | None = 1.0
+    """Clip the critic's global gradient norm; None disables clipping."""
+    micro_batch_size: Annotated[int, Field(ge=1)] = 8
+    """Sequences per forward/backward pass on one critic rank."""
+    epochs: Annotated[int, Field(ge=1)] = 1
+    """Critic optimizer steps per batch."""
+    value_clip: Positive | None = 0.2
+    """Clip the new value to within this of the old one in the loss (PPO2); None: plain squared error."""
+    value_loss_coef: Positive = 0.5
+    """Weight of the value loss."""
+    gamma: Annotated[float, Field(ge=0, le=1)] = 1.0
+    """GAE discount."""
+    lam: Annotated[float, Field(ge=0, le=1)] = 0.95
+    """GAE lambda."""
+    whiten_advantages: bool = True
+    """Normalise the advantages over the batch's valid tokens (zero mean, unit variance)."""
+    warmup_steps: Annotated[int, Field(ge=0)] = 0
+    """RL steps at the start that train only the critic (the policy and its engines stay put)."""
+
+
 class LearnerConfig(Section):
     num_ranks: Annotated[int, Field(ge=1)] = 1
     """Data-parallel learner ranks (one torch.distributed process each)."""
@@ -448,6 +489,8 @@ class ClusterConfig(Section):
     """Each reward worker (its reward processes share its CPUs)."""
     reference: ReferenceResources = ReferenceResources()
     """The reference model: on the learner ranks (default) or a separate actor."""
+    critic: RoleResources = RoleResources()
+    """Each critic rank (PPO, when ``critic`` is set)."""
     colocate: bool = False
     """Time-share devices between the learner and the rollout engines: rollout worker ``i`` runs in
     learner rank ``i``'s bundle (one placement group, each takes half its GPUs); on GPUs the engines
@@ -543,6 +586,8 @@ class RunConfig(Section):
     """Advantage estimator, policy loss, aggregation, KL."""
     learner: LearnerConfig = LearnerConfig()
     """Optimisation on the learner group."""
+    critic: CriticConfig | None = None
+    """PPO's value model; None (default) runs critic-free (GRPO-family) RL."""
     curriculum: CurriculumConfig = CurriculumConfig()
     """Prompt sampling."""
     logging: LoggingConfig = LoggingConfig()
@@ -572,7 +617,7 @@ class RunConfig(Section):
     @model_validator(mode="after")
     def _consistent(self) -> RunConfig:
         estimator = self.algo.advantage.name
-        if ADVANTAGES.meta(estimator).get("needs_groups") and self.rollout.group_size < 2:
+        if self.critic is None and ADVANTAGES.meta(estimator).get("needs_groups") and self.rollout.group_size < 2:
             raise ValueError(
                 f"rollout.group_size must be >= 2 for the group-relative estimator '{estimator}', "
                 f"got {self.rollout.group_size}"
@@ -590,6 +635,13 @@ class RunConfig(Section):
                 f"rollout.num_workers ({self.rollout.num_workers}) must be <= learner.num_ranks "
                 f"({self.learner.num_ranks})"
             )
+        if self.critic is not None and "advantage" in self.algo.model_fields_set:
+            raise ValueError(
+                "with a critic, advantages come from GAE over the critic's values (critic.gamma, "
+                "critic.lam): remove algo.advantage"
+            )
+        if self.critic is None and self.algo.kl.placement == "reward" and self.algo.kl.coef > 0:
+            raise ValueError("algo.kl.placement 'reward' puts the KL into PPO's token rewards: it needs a critic")
         if self.cluster.colocate and (self.cluster.rollout.gpus > 0 or self.cluster.learner.gpus > 1
                                       or self.rollout.tensor_parallel_size > 1):
             raise ValueError(

@@ -48,6 +48,7 @@ from rlft.checkpointing import (
 from rlft.config import RunConfig, StageConfig, save_config
 from rlft.curriculum import UniformSampler, build_sampler
 from rlft.types import Prompt, Rollout, SamplingSettings, Scores, TrainBatch, TrainSample
+from rlft.ppo_step import Critic, PPOStep
 
 logger = logging.getLogger(__name__)
 
@@ -144,8 +145,12 @@ class Driver:
         sink: MetricsSink | None = None,
         checkpoint_dir: str | None = None,
         clock: Callable[[], float] = time.perf_counter,
+        critic: Critic | None = None,
     ):
+        """``critic`` (with ``cfg.critic`` set) makes the RL steps PPO with GAE advantages; the
+        learner then also serves the reference log-probs of the KL penalty (``reference_logprobs``)."""
         self.cfg = cfg
+        self.ppo = PPOStep(cfg, critic, learner) if critic is not None else None  # type: ignore[arg-type]
         self.engine, self.scorer, self.learner, self.weights = engine, scorer, learner, weights
         self.train_prompts, self.eval_prompts = list(train_prompts), list(eval_prompts)
         self.sft_examples = list(sft_examples)
@@ -216,14 +221,17 @@ class Driver:
         prompts = [self.train_prompts[i] for i in indices]
         rewards = scores.totals
         t = self.clock()
-        batch, batch_metrics = build_train_batch(
-            rollouts,
-            rewards,
-            estimator=cfg.algo.advantage.name,
-            params=cfg.algo.advantage.params,
-            filter_zero_variance=cfg.algo.filter_zero_variance or cfg.algo.dynamic_sampling.enabled,
-            current_version=self.version,
-        )
+        if self.ppo is not None:  # token-level advantages from the critic's values (GAE)
+            batch, batch_metrics = self.ppo.build_batch(rollouts, rewards, current_version=self.version)
+        else:
+            batch, batch_metrics = build_train_batch(
+                rollouts,
+                rewards,
+                estimator=cfg.algo.advantage.name,
+                params=cfg.algo.advantage.params,
+                filter_zero_variance=cfg.algo.filter_zero_variance or cfg.algo.dynamic_sampling.enabled,
+                current_version=self.version,
+            )
         metrics = {
             **reward_metrics(rollouts, rewards),
             **scores.metrics,
@@ -244,6 +252,14 @@ class Driver:
             metrics["batch/skipped"] = 1.0
             self._finish_step(metrics, stage_name, start)
             return metrics
+        if self.ppo is not None:
+            metrics.update(self.ppo.train_critic(batch))
+            self.ppo.end_step()
+            if not self.ppo.policy_trains():  # critic warm-up: the policy and its engines stay put
+                metrics["critic/warmup"] = 1.0
+                timings["time/train"] = self.clock() - t
+                self._finish_step({**metrics, **timings}, stage_name, start)
+                return metrics
         learner_metrics = self._train(batch, lr=lr)
         timings["time/train"], t = self.clock() - t, self.clock()
         metrics.update(self._sync())
@@ -439,6 +455,8 @@ class Driver:
         try:
             with atomic_dir(path) as tmp:
                 self.learner.save_checkpoint(str(tmp), weights_only=weights_only)
+                if self.ppo is not None and not weights_only:
+                    self.ppo.critic.save_checkpoint(str(tmp))
                 if not weights_only:
                     save_driver_state(tmp, state)
                     save_config(self.cfg, tmp / "trainer_state" / "config.yaml")
@@ -481,6 +499,7 @@ class Driver:
             "sft_sampler": self.sft_sampler.state_dict() if self.sft_sampler else None,
             "evaluations": copy.deepcopy(self.summary.evaluations),
             "rng": rng_state(),
+            **({"ppo": self.ppo.state_dict()} if self.ppo is not None else {}),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -492,6 +511,10 @@ class Driver:
             self.sft_sampler.load_state_dict(state["sft_sampler"])
         self.summary.evaluations = copy.deepcopy(state["evaluations"])
         set_rng_state(state["rng"])
+        if self.ppo is not None:
+            if "ppo" not in state:
+                raise CheckpointError("the checkpoint has no critic state (it was written by a run without one)")
+            self.ppo.load_state_dict(state["ppo"])
 
     def restore(self, checkpoint: str | Path) -> None:
         """Continue from ``checkpoint``: the learner's and the driver's state, then the engines get
@@ -501,5 +524,7 @@ class Driver:
         if version != state["version"]:
             raise CheckpointError(f"{checkpoint}: learner version {version} != driver version {state['version']}")
         self.load_state_dict(state)
+        if self.ppo is not None:
+            self.ppo.critic.load_checkpoint(str(checkpoint))
         self.summary.checkpoints = [str(p) for p in list_checkpoints(Path(checkpoint).parent, resumable=False)]
         self._sync()

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 from rlft.config import RunConfig
 
-ROLE_ORDER = ("rollout", "learner", "reference", "reward", "judge")
+ROLE_ORDER = ("rollout", "learner", "reference", "critic", "judge", "reward")
 """The order in which the runtime reserves the roles' placement groups."""
 
 
@@ -139,16 +139,22 @@ def plan_run(cfg: RunConfig) -> Plan:
             roles.append(RolePlan("reference", n_learn, {}, c.learner.strategy, "learner",
                                   note="a copy on each learner rank"))
 
+    if cfg.critic is not None:
+        b = _bundle(c.critic.cpus, c.critic.gpus, c.critic.resources)
+        roles.append(RolePlan("critic", cfg.critic.num_ranks, b, c.critic.strategy, "critic", note="PPO value model"))
+        groups.append(GroupPlan("critic", c.critic.strategy, tuple(dict(b) for _ in range(cfg.critic.num_ranks))))
+
+    if cfg.reward.judge is not None:
+        j = _bundle(cfg.reward.judge.num_cpus, cfg.reward.judge.num_gpus, {})
+        roles.append(RolePlan("judge", 1, j, "PACK", "judge", note="vLLM judge engine"))
+        groups.append(GroupPlan("judge", "PACK", (j,)))
+
     rw = _bundle(c.reward.cpus, c.reward.gpus, c.reward.resources)
     n_rw = cfg.reward.num_workers
     roles.append(RolePlan("reward", n_rw, rw, c.reward.strategy, "reward",
                           note=f"{cfg.reward.processes_per_worker} processes each"))
     groups.append(GroupPlan("reward", c.reward.strategy, tuple(dict(rw) for _ in range(n_rw))))
 
-    if cfg.reward.judge is not None:
-        j = _bundle(cfg.reward.judge.num_cpus, cfg.reward.judge.num_gpus, {})
-        roles.append(RolePlan("judge", 1, j, "PACK", "judge", note="vLLM judge engine"))
-        groups.append(GroupPlan("judge", "PACK", (j,)))
     return Plan(tuple(roles), tuple(groups))
 
 

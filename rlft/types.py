@@ -119,10 +119,12 @@ class TrainSample:
     rollout_logprobs: list[float] | None = None
     loss_mask: list[int] | None = None  # 1 = the token counts; None: every completion token counts
     ref_logprobs: list[float] | None = None  # from a separate reference actor; None: the learner's own
+    returns: list[float] | None = None  # PPO: the critic's regression targets (GAE returns)
+    old_values: list[float] | None = None  # PPO: the critic's values when the batch was built
 
     def __post_init__(self) -> None:
         n = len(self.completion_ids)
-        for name in ("advantages", "rollout_logprobs", "loss_mask", "ref_logprobs"):
+        for name in ("advantages", "rollout_logprobs", "loss_mask", "ref_logprobs", "returns", "old_values"):
             value = getattr(self, name)
             if value is not None and len(value) != n:
                 raise ValueError(f"{name} has {len(value)} entries for {n} completion tokens")
@@ -176,6 +178,8 @@ class Collated:
     advantages: torch.Tensor  # [B, L-1] float
     rollout_logprobs: torch.Tensor | None  # [B, L-1] float
     ref_logprobs: torch.Tensor | None = None  # [B, L-1] float, when every sample carries them
+    returns: torch.Tensor | None = None  # [B, L-1] float, when every sample carries them
+    old_values: torch.Tensor | None = None  # [B, L-1] float, when every sample carries them
 
 
 def collate(samples: list[TrainSample], pad_id: int = 0) -> Collated:
@@ -195,7 +199,8 @@ def collate(samples: list[TrainSample], pad_id: int = 0) -> Collated:
     adv = torch.zeros((b, length - 1))
     have_lp = all(s.rollout_logprobs is not None for s in samples)
     lp = torch.zeros((b, length - 1)) if have_lp else None
-    ref = torch.zeros((b, length - 1)) if all(s.ref_logprobs is not None for s in samples) else None
+    optional = {name: torch.zeros((b, length - 1)) if all(getattr(s, name) is not None for s in samples) else None
+                for name in ("ref_logprobs", "returns", "old_values")}
     for i, s in enumerate(samples):
         p, c = len(s.prompt_ids), len(s.completion_ids)
         if p == 0:
@@ -208,6 +213,7 @@ def collate(samples: list[TrainSample], pad_id: int = 0) -> Collated:
         adv[i, sl] = torch.tensor(s.advantages, dtype=torch.float)
         if lp is not None:
             lp[i, sl] = torch.tensor(s.rollout_logprobs, dtype=torch.float)
-        if ref is not None:
-            ref[i, sl] = torch.tensor(s.ref_logprobs, dtype=torch.float)
-    return Collated(input_ids, attention, mask, adv, lp, ref)
+        for name, tensor in optional.items():
+            if tensor is not None:
+                tensor[i, sl] = torch.tensor(getattr(s, name), dtype=torch.float)
+    return Collated(input_ids, attention, mask, adv, lp, **optional)

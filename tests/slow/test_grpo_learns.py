@@ -10,23 +10,12 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
-import pytest
-
 from launch.cli import EMBEDDED
 from launch.train import train
 from rlft.config import load_config
 
-SFT_STEPS = 1000
 RL_STEPS = 300
 COMMON = ["evaluation.num_prompts=300", "evaluation.pass_k=0", "checkpoint.keep_last=1"]
-
-
-@pytest.fixture(scope="module")
-def sft_checkpoint(tmp_path_factory) -> str:
-    run_dir = tmp_path_factory.mktemp("sft")
-    cfg = load_config(EMBEDDED, [f"stages=[{{kind: sft, steps: {SFT_STEPS}, batch_size: 64, lr: 3.0e-3}}]", *COMMON])
-    summary = train(cfg, run_dir, quiet=True)
-    return summary.checkpoints[-1]
 
 
 def _rl(checkpoint: str, run_dir: Path, *extra: str) -> tuple[float, float]:
