@@ -11,7 +11,7 @@ from rlft.config import ConfigError, load_config
 from rlft.driver import Driver
 from rlft.placement import plan_run
 from rlft.ppo_step import PPOStep, build_advantages
-from rlft.types import Prompt, Rollout, TrainSample
+from rlft.types import Prompt, TrainSample
 
 from test_driver import Calls, FakeEngine, FakeLearner, FakeScorer, FakeSync, Sink
 
