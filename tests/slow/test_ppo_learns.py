@@ -11,7 +11,7 @@ from launch.train import train
 from rlft.config import load_config
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "ppo.yaml"
-RL_STEPS = 150
+RL_STEPS = 300
 COMMON = ["evaluation.num_prompts=300", "evaluation.pass_k=0", "checkpoint.keep_last=1"]
 
 
@@ -24,10 +24,10 @@ def test_ppo_raises_held_out_accuracy_and_the_critic_explains_the_returns(sft_ch
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     rl = [r for r in rows if r.get("stage") == "rl0"]
     ev = [r["critic/explained_variance"] for r in rl]
-    late = ev[-30:]
+    late = ev[-100:]
     print(f"PPO: held-out accuracy {before:.3f} -> {after:.3f}; explained variance "
-          f"first 5 steps {sum(ev[:5]) / 5:.3f}, last 30 {sum(late) / len(late):.3f}")
+          f"first 5 steps {sum(ev[:5]) / 5:.3f}, last 100 {sum(late) / len(late):.3f}")
     assert [r.get("critic/warmup", 0.0) for r in rl[:6]] == [1.0] * 5 + [0.0]
     assert all("critic/value_loss" in r and "critic/value_clip_fraction" in r and "ppo/kl_coef" in r for r in rl)
     assert sum(late) / len(late) > 0.0, f"the critic never explained the returns: {late}"
-    assert after - before >= 0.10, f"PPO moved held-out accuracy from {before:.3f} to {after:.3f}"
+    assert after - before >= 0.15, f"PPO moved held-out accuracy from {before:.3f} to {after:.3f}"
