@@ -8,6 +8,7 @@ One RL step reads as its phases::
     sampler.observe(group_results)                    # how each prompt did (rewards, advantages)
     ...                                               # dynamic sampling: more rounds until n groups carry signal
     batch    = build_train_batch(rollouts, scores)    # advantages on the driver
+    (PPO)      ppo.build_batch / ppo.train_critic     # with a critic: GAE advantages, then the critic's update
     metrics  = learner.train_step(batch)              # policy loss, KL, clip fraction, ...
     sync     = weights.push(version)                  # engines now serve version + 1
 
@@ -253,6 +254,7 @@ class Driver:
             self._finish_step(metrics, stage_name, start)
             return metrics
         if self.ppo is not None:
+            self._learner_ahead = True  # the critic moves first: an interrupt from here on is past the boundary
             metrics.update(self.ppo.train_critic(batch))
             self.ppo.end_step()
             if not self.ppo.policy_trains():  # critic warm-up: the policy and its engines stay put

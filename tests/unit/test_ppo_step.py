@@ -133,3 +133,21 @@ def test_ppo_config_is_checked():
 def test_ppo_step_without_a_critic_config_is_refused():
     with pytest.raises(ValueError, match="needs cfg.critic"):
         PPOStep(load_config(), FakeCritic(Calls()), RefLearner(Calls()))
+
+
+def test_an_interrupt_after_the_critic_moved_writes_no_half_step_checkpoint(tmp_path):
+    """The critic updates before the policy: once it has moved, the step's start is no longer a
+    consistent resume point, so an interrupt there leaves the last periodic checkpoint in charge."""
+    driver, _, learner, critic = make_ppo(["stages=[{kind: rl, steps: 4}]", "critic.warmup_steps=0"],
+                                          ckpt=str(tmp_path / "c"))
+
+    update = critic.train_step
+
+    def interrupted_right_after(batch):
+        update(batch)
+        raise KeyboardInterrupt  # Ctrl-C lands after the critic's update, before the policy's
+
+    critic.train_step = interrupted_right_after
+    with pytest.raises(KeyboardInterrupt):
+        driver.run()
+    assert len(critic.batches) == 1 and learner.batches == [] and not (tmp_path / "c").exists()
