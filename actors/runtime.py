@@ -8,6 +8,12 @@
 * ``RewardGroup``: ``reward.num_workers`` RewardWorkers (and the judge engine actor when
   ``reward.judge`` is set); samples are split evenly across workers, outcomes combined by weight.
 
+Each role is placed per ``cluster.<role>`` (cpus, gpus, custom resources, strategy; ``rlft plan``
+prints it). With ``cluster.reference.placement: separate`` the learner group also owns one
+``ReferenceWorker`` that scores each RL batch; with ``cluster.colocate`` a ``Colocation`` placement
+group holds learner rank ``i`` and rollout worker ``i`` in one bundle (the engines sleep while the
+learner trains). The PPO critic's group is ``actors.critic.CriticGroup``.
+
 Each actor receives only its own config sections.
 
 **Restarts.** Rollout and reward workers are restarted by Ray when they die (``max_restarts``, by
@@ -22,9 +28,9 @@ from __future__ import annotations
 
 import socket
 import time
-from pathlib import Path
 from collections.abc import Mapping
 from dataclasses import asdict, replace
+from pathlib import Path
 from typing import Any, Callable
 
 import ray
