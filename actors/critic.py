@@ -41,10 +41,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import ray
 import torch
 import torch.distributed as dist
-from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from actors.group import WorkerGroup
 from actors.learner import DTYPES, _all_reduce_gradients, _resolve_device, load_causal_lm
@@ -326,8 +324,6 @@ class CriticGroup:
     resources), one torch.distributed group; batches are sharded across ranks like the learner's."""
 
     def __init__(self, cfg: RunConfig, model_path: str):
-        from actors.runtime import _free_port  # actors.runtime builds this group: import late
-
         if cfg.critic is None:
             raise ValueError("CriticGroup needs a critic config (cfg.critic is None)")
         critic, res, n = cfg.critic, cfg.cluster.critic, cfg.critic.num_ranks
@@ -341,15 +337,7 @@ class CriticGroup:
             strategy=res.strategy,
             start=False,
         )
-        # rank 0's node hosts the rendezvous: its address and a free port there
-        addr, port = ray.get(
-            _free_port.options(
-                num_cpus=0,
-                scheduling_strategy=PlacementGroupSchedulingStrategy(
-                    placement_group=group.placement_group, placement_group_bundle_index=group.bundle_indices[0]
-                ),
-            ).remote()
-        )
+        addr, port = group.rendezvous()  # rank 0's node hosts the torch.distributed rendezvous
         path = critic.model_path or model_path
         device = "cuda" if res.gpus > 0 else "cpu"
         group.start(lambda rank: ((rank, n, addr, port, path, cfg.model, critic), {"seed": cfg.seed, "device": device}))
@@ -382,9 +370,7 @@ class CriticGroup:
         return self.workers.nodes()
 
     def shutdown(self) -> None:
-        from actors.runtime import _close_and_shutdown
-
-        _close_and_shutdown(self.workers, CriticWorker.close)
+        self.workers.close_and_shutdown(CriticWorker.close)
 
 
 # ----------------------------------------------------------------------------------------------

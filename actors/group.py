@@ -32,6 +32,7 @@ fresh incarnation is discarded and re-issued after the hook. With no restarts le
 from __future__ import annotations
 
 import logging
+import socket
 import time
 from typing import Any, Callable, Concatenate, Generic, ParamSpec, Sequence, TypeVar
 
@@ -174,6 +175,29 @@ class WorkerGroup(Generic[T]):
     def actors(self) -> list[Any]:
         """The actor handles, by rank."""
         return list(self._actors)
+
+    def rendezvous(self) -> tuple[str, int]:
+        """An address and a TCP port free right now on the node of rank 0's bundle: where a
+        torch.distributed group of these ranks meets (call before ``start``)."""
+        return ray.get(
+            _free_port.options(
+                num_cpus=0,
+                scheduling_strategy=PlacementGroupSchedulingStrategy(
+                    placement_group=self._pg, placement_group_bundle_index=self._bundle_index[0]
+                ),
+            ).remote()
+        )
+
+    def close_and_shutdown(self, close: Callable[..., Any]) -> None:
+        """Let every live worker release what it holds (``close``: a process group, reward
+        processes), then kill them all and free the placement group; a dead worker has nothing to
+        close."""
+        try:
+            self.call(close)
+        except WorkerDiedError:
+            pass
+        finally:
+            self.shutdown()
 
     def nodes(self) -> list[dict[str, Any]]:
         """Where each rank runs: ``{"rank", "node_id", "node_ip"}`` by rank (asked of the actors)."""
@@ -456,6 +480,15 @@ def reserve(bundles: list[dict[str, float]], strategy: str, what: str, timeout_s
             f"(rlft plan CONFIG --address ... shows what the config asks for)"
         ) from None
     return pg
+
+
+@ray.remote
+def _free_port() -> tuple[str, int]:
+    """The node's IP and a TCP port that is free on it right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("", 0))
+        port = s.getsockname()[1]
+    return ray.util.get_node_ip_address(), port
 
 
 def _node_of(_self: Any) -> dict[str, str]:

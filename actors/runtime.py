@@ -26,7 +26,6 @@ learner rank cannot be restarted (its peers hold the step's collective state): i
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, replace
@@ -34,9 +33,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 import ray
-from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from actors.group import SharedPlacement, WorkerDiedError, WorkerGroup, create_named, reserve
+from actors.group import SharedPlacement, WorkerGroup, create_named, reserve
 from actors.learner import LearnerWorker
 from actors.reference import ReferenceWorker
 from actors.reward import RewardWorker
@@ -163,14 +161,7 @@ class LearnerGroup:
             placement=colocation.placement(n) if colocation else None,
             start=False,
         )
-        addr, port = ray.get(
-            _free_port.options(
-                num_cpus=0,
-                scheduling_strategy=PlacementGroupSchedulingStrategy(
-                    placement_group=group.placement_group, placement_group_bundle_index=group.bundle_indices[0]
-                ),
-            ).remote()
-        )
+        addr, port = group.rendezvous()
         ref = cfg.cluster.reference
         separate = cfg.algo.kl.coef > 0 and ref.placement == "separate"
         group.start(
@@ -283,7 +274,7 @@ class LearnerGroup:
 
     def shutdown(self) -> None:
         try:
-            _close_and_shutdown(self.workers, LearnerWorker.close)
+            self.workers.close_and_shutdown(LearnerWorker.close)
         finally:
             if self.reference is not None:
                 self.reference.shutdown()
@@ -359,21 +350,10 @@ class RewardGroup:
 
     def shutdown(self) -> None:
         try:
-            _close_and_shutdown(self.workers, RewardWorker.close)
+            self.workers.close_and_shutdown(RewardWorker.close)
         finally:
             if self.judge is not None:
                 ray.kill(self.judge)
-
-
-def _close_and_shutdown(workers: WorkerGroup[Any], close: Callable[..., Any]) -> None:
-    """Let every live worker release what it holds (process group, reward processes), then kill
-    them all and free the placement group; a dead worker has nothing to close."""
-    try:
-        workers.call(close)
-    except WorkerDiedError:
-        pass
-    finally:
-        workers.shutdown()
 
 
 def to_sample(rollout: Rollout, max_new_tokens: int) -> Sample:
@@ -387,15 +367,6 @@ def to_sample(rollout: Rollout, max_new_tokens: int) -> Sample:
         finish_reason=rollout.finish_reason,
         max_new_tokens=max_new_tokens,
     )
-
-
-@ray.remote
-def _free_port() -> tuple[str, int]:
-    """The node's IP and a TCP port that is free on it right now (torch.distributed rendezvous)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("", 0))
-        port = s.getsockname()[1]
-    return ray.util.get_node_ip_address(), port
 
 
 class WeightPush:
