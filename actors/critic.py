@@ -37,7 +37,6 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +44,7 @@ import torch
 import torch.distributed as dist
 
 from actors.group import WorkerGroup
-from actors.learner import DTYPES, _all_reduce_gradients, _resolve_device, load_causal_lm
+from actors.learner import DTYPES, _all_reduce_gradients, _resolve_device, join_process_group, load_causal_lm
 from rlft.algorithms.ppo import value_loss
 from rlft.config import CriticConfig, ModelConfig, RunConfig
 from rlft.training import chunks
@@ -110,14 +109,7 @@ class CriticWorker:
         self.device = _resolve_device(device)
         torch.manual_seed(seed)
         if world_size > 1:
-            dist.init_process_group(
-                "nccl" if self.device.type == "cuda" else "gloo",
-                init_method=f"tcp://{master_addr}:{master_port}",
-                rank=rank,
-                world_size=world_size,
-                timeout=timedelta(minutes=30),
-                device_id=self.device if self.device.type == "cuda" else None,
-            )
+            join_process_group(self.device, rank, world_size, master_addr, master_port)
         lm = load_causal_lm(model_path, model_cfg, torch.float32)
         self.pad_id = lm.config.pad_token_id or 0
         self.model = ValueModel(lm).to(self.device)

@@ -103,14 +103,7 @@ class LearnerWorker:
         self.sharded = self.device.type == "cuda" if fsdp is None else fsdp
         torch.manual_seed(seed)
         if world_size > 1 or self.sharded:  # FSDP needs a process group even for one rank
-            dist.init_process_group(
-                "nccl" if self.device.type == "cuda" else "gloo",
-                init_method=f"tcp://{master_addr}:{master_port}",
-                rank=rank,
-                world_size=world_size,
-                timeout=timedelta(minutes=30),
-                device_id=self.device if self.device.type == "cuda" else None,
-            )
+            join_process_group(self.device, rank, world_size, master_addr, master_port)
         # Under FSDP the master weights stay fp32 and compute runs in the model dtype (mixed
         # precision); on CPU the replica simply lives in the configured dtype.
         load_dtype = torch.float32 if self.sharded else self.serving_dtype
@@ -519,6 +512,18 @@ class LearnerWorker:
 
 # ----------------------------------------------------------------------------------------------
 # Helpers
+
+
+def join_process_group(device: torch.device, rank: int, world_size: int, addr: str, port: int) -> None:
+    """Join the ranks' torch.distributed group at ``addr:port`` (NCCL on CUDA, gloo on CPU)."""
+    dist.init_process_group(
+        "nccl" if device.type == "cuda" else "gloo",
+        init_method=f"tcp://{addr}:{port}",
+        rank=rank,
+        world_size=world_size,
+        timeout=timedelta(minutes=30),
+        device_id=device if device.type == "cuda" else None,
+    )
 
 
 def _resolve_device(choice: str) -> torch.device:
