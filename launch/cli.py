@@ -6,6 +6,8 @@
     rlft train --resume RUN_DIR                        continue a run from its latest checkpoint
     rlft export RUN_DIR [--step N] OUT_DIR             a checkpoint as a plain Hugging Face model
     rlft plan [CONFIG.yaml] [--address URL]            the placement a config implies, and its total resources
+    rlft submit [CONFIG.yaml] --address URL            run it as a Ray Job on a cluster (launch/jobs.py)
+    rlft status|logs|stop JOB_ID, rlft list            follow and control submitted jobs
 
 Without CONFIG both use the embedded default (``launch/embedded.yaml``): the built-in tiny model and
 arithmetic task.
