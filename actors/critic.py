@@ -44,10 +44,18 @@ import torch
 import torch.distributed as dist
 
 from actors.group import WorkerGroup
-from actors.learner import DTYPES, _all_reduce_gradients, _resolve_device, join_process_group, load_causal_lm
+from actors.learner import (
+    DTYPES,
+    _all_reduce_gradients,
+    _resolve_device,
+    all_reduce,
+    join_process_group,
+    load_causal_lm,
+    on_every_rank,
+)
 from rlft.algorithms.ppo import value_loss
 from rlft.config import CriticConfig, ModelConfig, RunConfig
-from rlft.training import chunks
+from rlft.training import chunks, per_completion_token
 from rlft.types import Collated, TrainBatch, TrainSample, collate
 
 logger = logging.getLogger(__name__)
@@ -132,14 +140,8 @@ class CriticWorker:
     @torch.no_grad()
     def values(self, samples: list[TrainSample]) -> list[list[float]]:
         """The value of every completion token (masked-out ones included), one list per sample."""
-        result: list[list[float]] = []
-        for idx in chunks(range(len(samples)), self.cfg.micro_batch_size):
-            batch = collate([samples[i] for i in idx], self.pad_id)
-            v = self._values(batch).cpu()  # [b, L-1]
-            for row, i in enumerate(idx):
-                p, c = len(samples[i].prompt_ids), len(samples[i].completion_ids)
-                result.append(v[row, p - 1 : p - 1 + c].tolist())
-        return result
+        return per_completion_token(self._values, samples, pad_id=self.pad_id,
+                                    micro_batch_size=self.cfg.micro_batch_size)
 
     def train_step(self, shard: TrainBatch) -> dict[str, float]:
         """``critic.epochs`` optimizer steps on this rank's shard (every sample needs ``returns``,
@@ -245,12 +247,7 @@ class CriticWorker:
         return float(norm), skip
 
     def _all_reduce(self, t: torch.Tensor, op: Any = None) -> torch.Tensor:
-        """All-reduce (SUM by default) across the critic ranks; the identity for a single rank."""
-        if self.world_size == 1 or not dist.is_initialized():
-            return t
-        t = t.to(self.device)
-        dist.all_reduce(t, op=op if op is not None else dist.ReduceOp.SUM)
-        return t.cpu()
+        return t if self.world_size == 1 else all_reduce(t, self.device, op)
 
     # ------------------------------------------------------------------------------------------
     # Checkpoints
@@ -291,19 +288,7 @@ class CriticWorker:
         self.steps, self.skipped_total = state["steps"], state["skipped_total"]
 
     def _on_every_rank(self, write: Callable[[], None]) -> None:
-        """Run ``write`` and agree on the outcome: if any rank failed, every rank raises."""
-        error: BaseException | None = None
-        try:
-            write()
-        except Exception as err:
-            error = err
-        failed = self._all_reduce(torch.tensor([0.0 if error is None else 1.0]), op=dist.ReduceOp.MAX)
-        if error is not None:
-            if isinstance(error, OSError):
-                raise error
-            raise OSError(f"writing the critic checkpoint failed: {type(error).__name__}: {error}") from error
-        if failed.item():
-            raise OSError("another critic rank failed to write its part of the checkpoint")
+        on_every_rank(write, self.device, "critic")
 
     def close(self) -> None:
         """Leave the process group (before the actor is killed, so peers do not wait on it)."""

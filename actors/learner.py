@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -327,12 +328,7 @@ class LearnerWorker:
         return metrics
 
     def _all_reduce(self, t: torch.Tensor, op: Any = None) -> torch.Tensor:
-        """All-reduce (SUM by default) across the group; the identity for a single CPU rank."""
-        if not dist.is_initialized():
-            return t
-        t = t.to(self.device)
-        dist.all_reduce(t, op=op if op is not None else dist.ReduceOp.SUM)
-        return t.cpu()
+        return all_reduce(t, self.device, op)
 
     # ------------------------------------------------------------------------------------------
     # Weights, evaluation, checkpoints
@@ -423,18 +419,7 @@ class LearnerWorker:
         return path
 
     def _on_every_rank(self, write: Any) -> None:
-        """Run ``write`` here and agree with the other ranks on the outcome: if any rank failed,
-        every rank raises (none is left waiting in a collective the failed one never reaches)."""
-        error: BaseException | None = None
-        try:
-            write()
-        except Exception as err:
-            error = err
-        failed = self._all_reduce(torch.tensor([0.0 if error is None else 1.0]), op=dist.ReduceOp.MAX)
-        if error is not None:
-            raise error
-        if failed.item():
-            raise OSError("another learner rank failed to write its part of the checkpoint")
+        on_every_rank(write, self.device, "learner")
 
     def save_checkpoint(self, path: str, *, weights_only: bool = False) -> str:
         """``save_pretrained`` plus, unless ``weights_only``, this rank's training state in
@@ -512,6 +497,34 @@ class LearnerWorker:
 
 # ----------------------------------------------------------------------------------------------
 # Helpers
+
+
+def all_reduce(t: torch.Tensor, device: torch.device, op: Any = None) -> torch.Tensor:
+    """All-reduce ``t`` (SUM by default) across the process group, on ``device``; the identity
+    without a group (a single rank)."""
+    if not dist.is_initialized():
+        return t
+    t = t.to(device)
+    dist.all_reduce(t, op=op if op is not None else dist.ReduceOp.SUM)
+    return t.cpu()
+
+
+def on_every_rank(write: Callable[[], None], device: torch.device, role: str) -> None:
+    """Run ``write`` (this rank's part of a checkpoint) and agree with the other ranks on the
+    outcome: if any rank failed, every rank raises ``OSError`` (none is left waiting in a
+    collective the failed one never reaches)."""
+    error: BaseException | None = None
+    try:
+        write()
+    except Exception as err:
+        error = err
+    failed = all_reduce(torch.tensor([0.0 if error is None else 1.0]), device, dist.ReduceOp.MAX)
+    if isinstance(error, OSError):
+        raise error
+    if error is not None:
+        raise OSError(f"writing the {role} checkpoint failed: {type(error).__name__}: {error}") from error
+    if failed.item():
+        raise OSError(f"another {role} rank failed to write its part of the checkpoint")
 
 
 def join_process_group(device: torch.device, rank: int, world_size: int, addr: str, port: int) -> None:

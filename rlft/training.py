@@ -87,17 +87,29 @@ def sequence_logprobs(
 ) -> list[list[float]]:
     """Completion-token log-probs of ``samples`` (``TrainSample``s) under ``model``, one list per
     sample, computed ``micro_batch_size`` sequences at a time without gradients."""
+
+    def logprobs(batch: Any) -> Tensor:
+        ids = batch.input_ids.to(device)
+        logits = model(input_ids=ids, attention_mask=batch.attention_mask.to(device), use_cache=False).logits
+        return token_logprobs(logits, ids, temperature)
+
+    return per_completion_token(logprobs, samples, pad_id=pad_id, micro_batch_size=micro_batch_size)
+
+
+@torch.no_grad()
+def per_completion_token(
+    forward: Any, samples: list[Any], *, pad_id: int, micro_batch_size: int = 8
+) -> list[list[float]]:
+    """``forward(collated) -> [b, L-1]`` (aligned with ``input_ids[:, 1:]``) over ``samples``,
+    ``micro_batch_size`` at a time; each sample's completion-token entries as a list."""
     from rlft.types import collate
 
     result: list[list[float]] = []
     for idx in chunks(range(len(samples)), micro_batch_size):
-        batch = collate([samples[i] for i in idx], pad_id)
-        ids = batch.input_ids.to(device)
-        logits = model(input_ids=ids, attention_mask=batch.attention_mask.to(device), use_cache=False).logits
-        lp = token_logprobs(logits, ids, temperature).cpu()  # [b, L-1]
+        out = forward(collate([samples[i] for i in idx], pad_id)).cpu()  # [b, L-1]
         for row, i in enumerate(idx):
             p, c = len(samples[i].prompt_ids), len(samples[i].completion_ids)
-            result.append(lp[row, p - 1 : p - 1 + c].tolist())
+            result.append(out[row, p - 1 : p - 1 + c].tolist())
     return result
 
 
