@@ -195,6 +195,14 @@ class RolloutConfig(Section):
     """How new weights reach the engines: ``shm`` (safetensors files in /dev/shm, same machine) or ``object_store`` (Ray object store, across machines)."""
     weight_sync_params: dict[str, Any] = {}
     """Backend options, e.g. ``{bucket_bytes: 67108864}`` (checked when the backend is built)."""
+    max_staleness: Annotated[int, Field(ge=0)] = 0
+    """Asynchronous pipeline: the engines generate the batches of up to this many upcoming steps while
+    the learner trains, so a batch may hold rollouts of policy versions ``v - k .. v``; older ones are
+    dropped (``async/stale_dropped``). 0 is the synchronous loop (generate, score, train, sync)."""
+    inflight_updates: Literal["wait", "abort"] = "wait"
+    """With ``max_staleness > 0``, how new weights reach engines that are generating: ``wait`` loads
+    them once the engine's current request finishes; ``abort`` stops its unfinished groups, loads,
+    and re-issues those groups under the new weights (fresher samples, some generation thrown away)."""
 
     @field_validator("top_k")
     @classmethod
@@ -642,6 +650,16 @@ class RunConfig(Section):
             )
         if self.critic is None and self.algo.kl.placement == "reward" and self.algo.kl.coef > 0:
             raise ValueError("algo.kl.placement 'reward' puts the KL into PPO's token rewards: it needs a critic")
+        if self.rollout.max_staleness > 0 and self.algo.dynamic_sampling.enabled:
+            raise ValueError(
+                "algo.dynamic_sampling refills a step's batch with extra rounds, which the asynchronous "
+                "pipeline (rollout.max_staleness > 0) does not do: use algo.filter_zero_variance instead"
+            )
+        if self.rollout.max_staleness > 0 and self.cluster.colocate:
+            raise ValueError(
+                "cluster.colocate time-shares each GPU between a learner rank and an engine, so nothing can "
+                "overlap: set rollout.max_staleness to 0"
+            )
         if self.cluster.colocate and (self.cluster.rollout.gpus > 0 or self.cluster.learner.gpus > 1
                                       or self.rollout.tensor_parallel_size > 1):
             raise ValueError(

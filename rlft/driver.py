@@ -13,9 +13,12 @@ One RL step reads as its phases::
     sync     = weights.push(version)                  # engines now serve version + 1
 
 A run is a list of stages (``sft``, ``rl``); SFT steps train the same learner on prompt + reference
-completion and sync the weights when the stage ends. Rollouts carry the policy version that produced
-them and the batch builder accepts older versions, so a later pipeline can overlap generation of
-step t+1 with training on step t; this loop is synchronous.
+completion and sync the weights when the stage ends.
+
+With ``rollout.max_staleness = k > 0`` the first three phases become a pipeline (``rlft.pipeline``):
+the batches of the next ``k`` steps are generated, and their groups scored and observed one by one
+as they finish, while the learner trains; a step waits only for what is missing of its own batch,
+drops groups older than ``k`` versions, and trains on the rest.
 
 The driver's position (step, stage, step in stage, samplers, RNG, evaluations) is its
 ``state_dict``; with the learner's own state it makes a checkpoint (``checkpoint``), which
@@ -48,6 +51,7 @@ from rlft.checkpointing import (
 )
 from rlft.config import RunConfig, StageConfig, save_config
 from rlft.curriculum import UniformSampler, build_sampler
+from rlft.pipeline import GroupStream, Pipeline, ScoredGroup, split_stale
 from rlft.types import Prompt, Rollout, SamplingSettings, Scores, TrainBatch, TrainSample
 from rlft.ppo_step import Critic, PPOStep
 
@@ -147,9 +151,12 @@ class Driver:
         checkpoint_dir: str | None = None,
         clock: Callable[[], float] = time.perf_counter,
         critic: Critic | None = None,
+        stream: GroupStream | None = None,
     ):
         """``critic`` (with ``cfg.critic`` set) makes the RL steps PPO with GAE advantages; the
-        learner then also serves the reference log-probs of the KL penalty (``reference_logprobs``)."""
+        learner then also serves the reference log-probs of the KL penalty (``reference_logprobs``).
+        ``stream`` generates and scores upcoming steps in the background; it is required with
+        ``rollout.max_staleness > 0``."""
         self.cfg = cfg
         self.ppo = PPOStep(cfg, critic, learner) if critic is not None else None  # type: ignore[arg-type]
         self.engine, self.scorer, self.learner, self.weights = engine, scorer, learner, weights
@@ -160,6 +167,12 @@ class Driver:
         self.categories = [_category(p.metadata.get(field_name)) for p in self.train_prompts]
         self.sampler = build_sampler(cfg.curriculum.name, self.categories, seed=cfg.seed, params=params)
         self.sft_sampler = UniformSampler(len(self.sft_examples), seed=cfg.seed) if self.sft_examples else None
+        k = cfg.rollout.max_staleness
+        if k > 0 and stream is None:
+            raise ValueError("rollout.max_staleness > 0 needs a stream that generates ahead (actors.stream)")
+        self.pipeline = Pipeline(stream, k) if k > 0 and stream is not None else None
+        self._drawn: dict[int, list[int]] = {}  # a sync run resumed from an async checkpoint: drawn, untrained
+        self._stage_end: int | None = None  # the global step at which the current RL stage ends
         self.version = 0  # learner steps applied == policy version the engines serve after a sync
         self.step = 0  # global step counter across stages (logging, checkpoints)
         self.stage_index, self.stage_step = 0, 0  # where the run is: stage, steps done in it
@@ -208,6 +221,7 @@ class Driver:
         if self.stage_step == 0:
             self._evaluate(f"before_{name}")
         every = self.cfg.evaluation.every
+        self._stage_end = self.step + stage.steps - self.stage_step
         for i in range(self.stage_step, stage.steps):
             self.rl_step(name, lr=stage.lr)
             if every and (i + 1) % every == 0 and i + 1 < stage.steps:
@@ -218,7 +232,8 @@ class Driver:
         """One synchronous RL step; returns (and logs) its metrics."""
         cfg, timings = self.cfg, {}
         start = t = self._begin_step()
-        indices, rollouts, scores, sampling_metrics = self._collect(cfg.rollout.prompts_per_step, timings)
+        collect = self._collect_async if self.pipeline is not None else self._collect
+        indices, rollouts, scores, sampling_metrics = collect(cfg.rollout.prompts_per_step, timings)
         prompts = [self.train_prompts[i] for i in indices]
         rewards = scores.totals
         t = self.clock()
@@ -246,10 +261,11 @@ class Driver:
             if restarts is not None:
                 metrics.update(restarts())
         tokens = sum(len(r.completion_ids) for r in rollouts)
-        metrics["throughput/tokens_per_s"] = tokens / max(timings["time/generate"], 1e-9)
+        if self.pipeline is None:  # generation overlaps training otherwise: see async/samples_per_s
+            metrics["throughput/tokens_per_s"] = tokens / max(timings["time/generate"], 1e-9)
         self._log_samples(rollouts, scores, stage_name)
         if len(batch) == 0:  # everything filtered or failed: no update, nothing to sync
-            logger.warning("step %d: no trainable samples (all groups filtered or failed)", self.step)
+            logger.warning("step %d: no trainable samples (all groups filtered or failed)", self.step + 1)
             metrics["batch/skipped"] = 1.0
             self._finish_step(metrics, stage_name, start)
             return metrics
@@ -286,7 +302,8 @@ class Driver:
         timings.setdefault("time/reward", 0.0)
         while True:
             want = n if not ds.enabled else n - len(kept_idx)
-            indices = self.sampler.sample(want)
+            drawn = self._drawn.pop(self.step, None) if not rounds else None
+            indices = drawn if drawn is not None else self.sampler.sample(want)
             settings = self.sampling(self.step)
             if rounds:
                 settings = dataclasses.replace(settings, seed=(settings.seed or 0) + 1_000_003 * 7919 * rounds)
@@ -319,6 +336,37 @@ class Driver:
                 logger.warning("step %d: dynamic sampling found %d of %d groups with signal in %d rounds",
                                self.step + 1, len(kept_idx), n, rounds)
         return kept_idx, kept, Scores.concat(parts) if len(parts) > 1 else parts[0], metrics
+
+    def _collect_async(self, n: int, timings: dict[str, float]) -> tuple[list[int], list[Rollout], Scores, dict[str, float]]:
+        """This step's groups from the pipeline: top it up to ``max_staleness`` steps ahead (within
+        the stage), wait for what is missing of this step's ticket, drop stale groups. Every group
+        was observed by the sampler when it arrived. ``time/generate`` is the wait: the part of
+        generation and scoring that training did not hide."""
+        assert self.pipeline is not None
+        k = self.cfg.rollout.max_staleness
+        end = self._stage_end if self._stage_end is not None else self.step + k + 1
+        self.pipeline.fill(self.step, end, draw=self.sampler.sample, make=self._ticket_inputs, n=n)
+        t = self.clock()
+        ticket = self.pipeline.wait(self.step, self._observe_group)
+        timings["time/generate"], timings["time/reward"] = self.clock() - t, 0.0
+        groups = [ticket.groups[g] for g in sorted(ticket.groups)]
+        fresh, stale = split_stale(groups, self.version, k)
+        if stale:
+            logger.warning("step %d: dropped %d group(s) sampled more than %d version(s) ago",
+                           self.step + 1, len(stale), k)
+        rollouts = [dataclasses.replace(r, group_id=j) for j, g in enumerate(fresh) for r in g.rollouts]
+        scores = Scores.concat([g.scores for g in fresh]) if fresh else Scores([])
+        self._check_failures(scores)
+        metrics = {"async/stale_dropped": float(len(stale)), "async/steps_in_flight": float(len(self.pipeline.tickets)),
+                   **{f"async/{name}": v for name, v in self.pipeline.stream.metrics().items()}}
+        return [ticket.indices[g.group_id] for g in fresh], rollouts, scores, metrics
+
+    def _ticket_inputs(self, step: int, indices: list[int]) -> tuple[list[Prompt], SamplingSettings]:
+        return [self.train_prompts[i] for i in indices], self.sampling(step)
+
+    def _observe_group(self, group: ScoredGroup, index: int) -> None:
+        rollouts = [dataclasses.replace(r, group_id=0) for r in group.rollouts]
+        self._observe([index], rollouts, group.scores.totals)
 
     def _observe(self, indices: list[int], rollouts: list[Rollout], totals: list[float | None]) -> None:
         """Tell the sampler how each drawn prompt's group did (rewards and advantages)."""
@@ -381,6 +429,11 @@ class Driver:
     def _score(self, rollouts: list[Rollout]) -> Scores:
         """Score a step's rollouts; log the first reward errors; stop when too many failed."""
         scores = Scores.of(self.scorer.score(rollouts))
+        self._check_failures(scores)
+        return scores
+
+    def _check_failures(self, scores: Scores) -> None:
+        """Log the first reward errors; stop when too many samples failed (``reward.max_failure_rate``)."""
         for error in scores.errors:
             logger.warning("step %d: %s", self.step, error)
         limit = self.cfg.reward.max_failure_rate
@@ -389,7 +442,6 @@ class Driver:
                 f"step {self.step}: {scores.failed_fraction:.0%} of the samples failed their reward "
                 f"(reward.max_failure_rate={limit:g}); first errors: " + "; ".join(scores.errors[:3])
             )
-        return scores
 
     def _log_samples(self, rollouts: list[Rollout], scores: Scores, stage: str) -> None:
         """Every ``logging.sample_every`` steps, a few completions with their rewards to the sink."""
@@ -501,6 +553,8 @@ class Driver:
             "sft_sampler": self.sft_sampler.state_dict() if self.sft_sampler else None,
             "evaluations": copy.deepcopy(self.summary.evaluations),
             "rng": rng_state(),
+            "pipeline": self.pipeline.state_dict() if self.pipeline is not None else
+                        [{"step": s, "indices": list(i), "observed": []} for s, i in sorted(self._drawn.items())],
             **({"ppo": self.ppo.state_dict()} if self.ppo is not None else {}),
         }
 
@@ -513,6 +567,11 @@ class Driver:
             self.sft_sampler.load_state_dict(state["sft_sampler"])
         self.summary.evaluations = copy.deepcopy(state["evaluations"])
         set_rng_state(state["rng"])
+        tickets = state.get("pipeline", [])  # drawn prompts of steps in flight: regenerated, not redrawn
+        if self.pipeline is not None:
+            self.pipeline.load_state_dict(tickets)
+        else:
+            self._drawn = {int(t["step"]): list(t["indices"]) for t in tickets}
         if self.ppo is not None:
             if "ppo" not in state:
                 raise CheckpointError("the checkpoint has no critic state (it was written by a run without one)")
