@@ -23,6 +23,7 @@ Mini-batches: each rank splits its shard into ``mini_batches`` contiguous chunks
 from __future__ import annotations
 
 import logging
+import math
 from datetime import timedelta
 from pathlib import Path
 from collections.abc import Callable
@@ -38,12 +39,12 @@ from rlft.training import (
     Objective,
     chunks,
     counted_sequences,
-    logprob_mismatch,
     loss_metric_names,
     lr_factor,
     micro_batch_loss,
     sequence_logprobs,
     split_evenly,
+    staleness_sums,
     token_entropy,
     token_logprobs,
 )
@@ -52,6 +53,9 @@ from rlft.types import Collated, TrainBatch, TrainSample, collate
 logger = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# ``staleness_sums``' entries: summed over micro-batches and ranks / max-reduced from these starts
+_STALENESS_SUMS = [f"{k}_{s}" for k in ("mismatch", "mismatch_lag0", "version_lag") for s in ("sum", "tokens")]
+_STALENESS_MAX = {"mismatch_max": 0.0, "mismatch_lag0_max": 0.0, "version_lag_max": -math.inf}
 _BUCKET_ELEMENTS = 1 << 25  # gradient all-reduce bucket: 32M elements bounds the extra memory
 
 
@@ -69,6 +73,8 @@ class _Micro:
         # given with the batch by a separate reference actor, or filled in by this rank's copy
         ref = batch.ref_logprobs
         self.ref_logprobs: torch.Tensor | None = None if ref is None else ref.to(device)
+        versions = batch.policy_versions  # [b], the engine version that sampled each sequence
+        self.policy_versions = None if versions is None else versions.to(device)
 
 
 class LearnerWorker:
@@ -155,7 +161,13 @@ class LearnerWorker:
 
         ``supervised``: an SFT step (negative log-likelihood of the completion tokens, token-mean,
         no KL) on the same model and optimizer. ``lr`` replaces ``learner.lr`` as the peak learning
-        rate of this step (a stage's own rate); the schedule still applies."""
+        rate of this step (a stage's own rate); the schedule still applies.
+
+        Off-policy metrics, from the step-start log-probs (``staleness_sums``): ``logprob_mismatch_*``
+        over every sample with rollout log-probs; ``logprob_mismatch_lag0_*`` over the samples with
+        ``policy_version == self.version`` (sampled by exactly these weights: engine numerics only);
+        ``version_lag_{mean,max}`` of ``self.version - policy_version``, token-weighted. Each is
+        reported only when some rank has such tokens."""
         cfg = self.cfg
         objective = SFT_OBJECTIVE if supervised else self.objective
         metric_names = loss_metric_names(objective) if supervised else self.loss_metric_names
@@ -179,9 +191,9 @@ class LearnerWorker:
         if cfg.ppo_epochs > 1 or cfg.mini_batches > 1 or (self.ref_model is not None and not supervised):
             self._fill_step_start_logprobs(plan, reference=not supervised)
 
-        names = ["loss", "policy_loss", "kl_loss", "entropy", "kl", "mismatch_sum", "mismatch_tokens",
-                 "mismatch_max", "token_passes", *metric_names]
+        names = ["loss", "policy_loss", "kl_loss", "entropy", "kl", "token_passes", *_STALENESS_SUMS, *metric_names]
         acc = {k: torch.zeros((), dtype=torch.float64, device=self.device) for k in names}
+        acc.update({k: torch.full((), v, dtype=torch.float64, device=self.device) for k, v in _STALENESS_MAX.items()})
         grad_norms, skipped = [], 0
         for epoch in range(cfg.ppo_epochs):
             for k, micros in enumerate(plan):
@@ -205,11 +217,11 @@ class LearnerWorker:
         logprobs = token_logprobs(logits, m.input_ids, self.temperature)  # [b, L-1]
         entropy = token_entropy(logits.detach(), self.temperature)  # [b, L-1]
         old = m.old_logprobs if m.old_logprobs is not None else logprobs.detach()
-        if first_pass and m.rollout_logprobs is not None:  # learner vs rollout engine, at step start
-            total, peak = logprob_mismatch(old, m.rollout_logprobs, m.mask)
-            acc["mismatch_sum"] += total
-            acc["mismatch_max"] = torch.maximum(acc["mismatch_max"], peak.double())
-            acc["mismatch_tokens"] += m.mask.sum()
+        if first_pass:  # learner vs rollout engine and version lag, at step start
+            sums = staleness_sums(old, m.rollout_logprobs, m.mask, m.policy_versions, self.version)
+            for name, value in sums.items():
+                value = value.to(torch.float64)
+                acc[name] = torch.maximum(acc[name], value) if name in _STALENESS_MAX else acc[name] + value
         out = micro_batch_loss(
             objective,
             logprobs=logprobs,
@@ -299,7 +311,9 @@ class LearnerWorker:
     ) -> dict[str, float]:
         """Global metrics: sums over ranks, token-weighted means for per-token quantities, means
         over optimizer steps for losses and gradient norms."""
-        peak = float(self._all_reduce(acc.pop("mismatch_max").reshape(1), op=dist.ReduceOp.MAX))
+        # the same tensors in the same order on every rank, whether or not it saw such tokens
+        peaks = torch.stack([acc.pop(k) for k in _STALENESS_MAX])
+        peak = dict(zip(_STALENESS_MAX, self._all_reduce(peaks, op=dist.ReduceOp.MAX).tolist()))
         names = list(acc)
         s = dict(zip(names, self._all_reduce(torch.stack([acc[k] for k in names])).tolist()))
         steps = len(grad_norms)
@@ -322,9 +336,11 @@ class LearnerWorker:
         if self.algo.kl.coef > 0:  # the learner's own reference copy, or one sent with the batch
             metrics["kl"] = s["kl"] / passes
             metrics["kl_loss"] = s["kl_loss"] / steps
-        if s["mismatch_tokens"] > 0:
-            metrics["logprob_mismatch_mean"] = s["mismatch_sum"] / s["mismatch_tokens"]
-            metrics["logprob_mismatch_max"] = peak
+        for prefix, key in (("logprob_mismatch", "mismatch"), ("logprob_mismatch_lag0", "mismatch_lag0"),
+                            ("version_lag", "version_lag")):
+            if s[f"{key}_tokens"] > 0:
+                metrics[f"{prefix}_mean"] = s[f"{key}_sum"] / s[f"{key}_tokens"]
+                metrics[f"{prefix}_max"] = peak[f"{key}_max"]
         return metrics
 
     def _all_reduce(self, t: torch.Tensor, op: Any = None) -> torch.Tensor:

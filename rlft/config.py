@@ -82,7 +82,7 @@ class AdvantageChoice(_AlgoChoice):
 class PolicyLossChoice(_AlgoChoice):
     _registry = POLICY_LOSSES
     name: str = "ppo_clip"
-    """Policy loss from ``rlft.algorithms.POLICY_LOSSES`` (ppo_clip, gspo, cispo, topr, reinforce, or a plugin's)."""
+    """Policy loss from ``rlft.algorithms.POLICY_LOSSES`` (ppo_clip, gspo, cispo, topr, decoupled_ppo, reinforce, or a plugin's)."""
 
 
 class KLConfig(Section):
@@ -321,6 +321,15 @@ class AlgoConfig(Section):
     """Drop groups whose rewards are all equal (they carry no advantage) before the learner step."""
     dynamic_sampling: DynamicSamplingConfig = DynamicSamplingConfig()
     """Refill the batch with fresh prompts for the groups dropped for zero variance (DAPO)."""
+
+    @model_validator(mode="after")
+    def _one_behaviour_weight(self) -> AlgoConfig:
+        if self.tis_cap is not None and self.loss.name == "decoupled_ppo":
+            raise ValueError(
+                "decoupled_ppo already weights each token by exp(old_logprobs - rollout_logprobs) (capped "
+                "by its behaviour_cap): remove algo.tis_cap, which would apply that weight twice"
+            )
+        return self
 
 
 class CriticConfig(Section):

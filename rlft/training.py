@@ -209,6 +209,49 @@ def logprob_mismatch(a: Tensor, b: Tensor, mask: Tensor) -> tuple[Tensor, Tensor
     return diff.sum(), (diff.max() if diff.numel() else diff.new_zeros(()))
 
 
+def staleness_sums(
+    old_logprobs: Tensor,  # [B, T]
+    rollout_logprobs: Tensor | None,  # [B, T]
+    mask: Tensor,  # [B, T]
+    policy_versions: Tensor | None,  # [B]
+    version: int,
+) -> dict[str, Tensor]:
+    """One micro-batch's sums and maxima (0-dim tensors) for the learner's off-policy metrics; the
+    caller adds the sums (max-reduces the ``*_max`` entries) over micro-batches and ranks, then divides.
+
+    * ``mismatch_{sum,tokens,max}``: ``|old_logprobs - rollout_logprobs|`` over all counted tokens
+      (when ``rollout_logprobs`` are given).
+    * ``mismatch_lag0_{sum,tokens,max}``: the same over the sequences sampled by exactly ``version``
+      (the learner's weights at step start), so only rollout-engine numerics remain, not staleness
+      (needs both ``rollout_logprobs`` and ``policy_versions``).
+    * ``version_lag_{sum,tokens,max}``: the lag ``version - policy_version``, *token-weighted* (each
+      counted token carries its sequence's lag, as it weighs in a ``token-mean`` loss); the max is
+      over sequences with a counted token and ``-inf`` when there are none (needs ``policy_versions``).
+
+    >>> old, ro = torch.zeros(2, 2), torch.tensor([[0.0, 0.1], [0.5, 0.5]])
+    >>> s = staleness_sums(old, ro, torch.tensor([[1, 1], [1, 0]]), torch.tensor([3, 2]), version=3)
+    >>> [round(float(s[k]), 4) for k in ("mismatch_sum", "mismatch_lag0_sum", "mismatch_lag0_tokens")]
+    [0.6, 0.1, 2.0]
+    >>> float(s["version_lag_sum"]), float(s["version_lag_tokens"]), float(s["version_lag_max"])
+    (1.0, 3.0, 1.0)
+    """
+    out: dict[str, Tensor] = {}
+    if rollout_logprobs is not None:
+        out["mismatch_sum"], out["mismatch_max"] = logprob_mismatch(old_logprobs, rollout_logprobs, mask)
+        out["mismatch_tokens"] = mask.sum()
+        if policy_versions is not None:
+            lag0 = mask * (policy_versions == version).unsqueeze(-1).to(mask.dtype)  # [B, T]
+            out["mismatch_lag0_sum"], out["mismatch_lag0_max"] = logprob_mismatch(old_logprobs, rollout_logprobs, lag0)
+            out["mismatch_lag0_tokens"] = lag0.sum()
+    if policy_versions is not None:
+        tokens = mask.sum(-1)  # [B]
+        lag = (version - policy_versions).to(tokens.dtype)  # [B]
+        out["version_lag_sum"] = (lag * tokens).sum()
+        out["version_lag_tokens"] = tokens.sum()
+        out["version_lag_max"] = torch.where(tokens > 0, lag, -math.inf).max()
+    return out
+
+
 @dataclass(frozen=True)
 class Objective:
     """What the learner optimises, with the hyperparameters resolved (built once from the config)."""

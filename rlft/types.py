@@ -121,6 +121,7 @@ class TrainSample:
     ref_logprobs: list[float] | None = None  # from a separate reference actor; None: the learner's own
     returns: list[float] | None = None  # PPO: the critic's regression targets (GAE returns)
     old_values: list[float] | None = None  # PPO: the critic's values when the batch was built
+    policy_version: int | None = None  # engine version that sampled it (``Rollout.policy_version``); None: SFT
 
     def __post_init__(self) -> None:
         n = len(self.completion_ids)
@@ -136,6 +137,7 @@ class TrainSample:
             completion_ids=list(rollout.completion_ids),
             advantages=[float(advantage)] * len(rollout.completion_ids),
             rollout_logprobs=list(rollout.rollout_logprobs),
+            policy_version=rollout.policy_version,
         )
 
 
@@ -180,14 +182,17 @@ class Collated:
     ref_logprobs: torch.Tensor | None = None  # [B, L-1] float, when every sample carries them
     returns: torch.Tensor | None = None  # [B, L-1] float, when every sample carries them
     old_values: torch.Tensor | None = None  # [B, L-1] float, when every sample carries them
+    policy_versions: torch.Tensor | None = None  # [B] long, when every sample carries one
 
 
 def collate(samples: list[TrainSample], pad_id: int = 0) -> Collated:
     """Pad ``samples`` to one length. Example::
 
         >>> c = collate([TrainSample([5, 6], [7], [1.0]), TrainSample([5], [8, 9], [2.0, 2.0])])
-        >>> c.input_ids.tolist(), c.mask.tolist()
-        ([[5, 6, 7], [5, 8, 9]], [[0.0, 1.0], [1.0, 1.0]])
+        >>> c.input_ids.tolist(), c.mask.tolist(), c.policy_versions
+        ([[5, 6, 7], [5, 8, 9]], [[0.0, 1.0], [1.0, 1.0]], None)
+        >>> collate([TrainSample([5], [7], [1.0], policy_version=3), TrainSample([5], [8], [1.0], policy_version=2)]).policy_versions
+        tensor([3, 2])
     """
     if not samples:
         raise ValueError("cannot collate an empty list of samples")
@@ -216,4 +221,6 @@ def collate(samples: list[TrainSample], pad_id: int = 0) -> Collated:
         for name, tensor in optional.items():
             if tensor is not None:
                 tensor[i, sl] = torch.tensor(getattr(s, name), dtype=torch.float)
-    return Collated(input_ids, attention, mask, adv, lp, **optional)
+    versions = [s.policy_version for s in samples]
+    policy_versions = None if None in versions else torch.tensor(versions, dtype=torch.long)
+    return Collated(input_ids, attention, mask, adv, lp, **optional, policy_versions=policy_versions)

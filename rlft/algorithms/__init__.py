@@ -3,7 +3,8 @@
 * ``ADVANTAGES``: outcome-level estimators ``fn(rewards[B], group_ids[B], **params) -> [B]``
   (``grpo``, ``dr_grpo``, ``rloo``, ``reinforce_pp_baseline``), and ``gae`` for token-level PPO.
 * ``POLICY_LOSSES``: ``fn(PolicyLossInputs, **params) -> LossOutput`` (``ppo_clip``, ``gspo``,
-  ``cispo``, ``topr``, ``reinforce``); ``compute_policy_loss`` adds truncated importance sampling.
+  ``cispo``, ``topr``, ``reinforce``, ``decoupled_ppo`` for stale rollouts); ``compute_policy_loss``
+  adds truncated importance sampling.
 * ``KL_ESTIMATORS``: ``k1``, ``k2``, ``k3`` over ``(logprobs, ref_logprobs) -> [B, T]``.
 * ``aggregate``: per-token loss -> scalar (``token-mean``, ``seq-mean-token-mean``,
   ``seq-mean-token-sum-norm``).
@@ -20,6 +21,7 @@ from rlft.algorithms.policy_losses import (
     PolicyLossInputs,
     compute_policy_loss,
     cispo,
+    decoupled_ppo,
     gspo,
     masked_mean,
     ppo_clip,
@@ -44,6 +46,7 @@ __all__ = [
     "aggregate",
     "cispo",
     "compute_policy_loss",
+    "decoupled_ppo",
     "dr_grpo",
     "gae",
     "group_stats",

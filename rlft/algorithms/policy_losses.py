@@ -15,7 +15,8 @@ Conventions:
 
 Truncated importance sampling against the behaviour policy (vLLM's ``rollout_logprobs``) is not a
 loss of its own: ``compute_policy_loss(..., tis_cap=C)`` multiplies any loss by
-``truncated_importance_weights`` (below).
+``truncated_importance_weights`` (below). ``decoupled_ppo`` is the loss for stale (asynchronous)
+rollouts: PPO's clip around the learner's step-start policy, times a behaviour importance weight.
 """
 
 from __future__ import annotations
@@ -196,6 +197,63 @@ def topr(inputs: PolicyLossInputs) -> LossOutput:
         "negative_weight_mean": (weight * negative * m).sum() / (negative * m).sum().clamp(min=1),
     }
     return LossOutput(loss * x.mask, {k: v.detach() for k, v in metrics.items()})
+
+
+@POLICY_LOSSES.register("decoupled_ppo", needs_rollout_logprobs=True)
+def decoupled_ppo(
+    inputs: PolicyLossInputs,
+    *,
+    clip_low: Annotated[float, Gt(0)] = 0.2,
+    clip_high: Annotated[float, Gt(0)] = 0.2,
+    behaviour_cap: Annotated[float, Gt(1)] | None = 5.0,
+) -> LossOutput:
+    """Decoupled PPO for stale rollouts (Hilton et al. 2022, "Batch size-invariance for policy
+    optimization"; AReaL, Fu et al. 2025, "AReaL: a large-scale asynchronous RL system").
+
+    PPO's clip keeps the update near the *proximal* policy (``old_logprobs``, the learner at step
+    start); the samples come from the *behaviour* policy (``rollout_logprobs``, an older engine
+    version in an asynchronous pipeline), corrected by an importance weight::
+
+        r_t = exp(logprobs - old_logprobs)                # clipped, carries the gradient
+        w_t = sg(exp(old_logprobs - rollout_logprobs))    # behaviour weight, a constant
+        l_t = w_t * max(-A r_t, -A clip(r_t, 1 - clip_low, 1 + clip_high))
+
+    With ``behaviour_cap = c`` (None: no cap; ``c > 1``, since a cap below 1 would drop on-policy
+    tokens) tokens with ``w_t > c`` are *masked out* (weight 0, no gradient), as AReaL does: a token
+    that stale carries no trustworthy signal. TIS
+    (``tis_cap``) instead *truncates* the weight to ``c`` and keeps the token. The behaviour weight
+    is already applied here, so leave ``tis_cap`` unset with this loss (it would apply it twice).
+    When ``rollout_logprobs == old_logprobs`` (no lag, no engine mismatch) ``w_t = 1`` and this is
+    ``ppo_clip``. Needs ``rollout_logprobs``.
+
+    Metrics, all over the valid tokens (masked-out ones included, so they add up over micro-batches):
+    ``clip_fraction``, ``ratio_mean``, ``approx_kl`` as in ``ppo_clip``;
+    ``behaviour_weight_mean`` is the mean weight as applied (0 on masked-out tokens) and
+    ``behaviour_masked_fraction`` the share of tokens masked out, both over valid tokens.
+
+    >>> lp = torch.zeros(1, 2)                  # ratio 1 on both tokens, A = +1 and -1
+    >>> x = PolicyLossInputs(lp, lp, torch.tensor([[1.0, -1.0]]), torch.ones(1, 2),
+    ...                      rollout_logprobs=torch.tensor([[-0.5, -2.0]]))   # w = e^0.5, e^2
+    >>> decoupled_ppo(x).per_token              # -w A = -e^0.5; e^2 = 7.39 > 5: masked out
+    tensor([[-1.6487,  0.0000]])
+    """
+    x = inputs
+    if x.rollout_logprobs is None:
+        raise ValueError(
+            "decoupled_ppo needs rollout_logprobs (the behaviour policy's log-probs of the sampled tokens)"
+        )
+    ratio = torch.exp(_log_ratio(x.logprobs, x.old_logprobs))  # [B, T]
+    loss, metrics = _clipped_objective(ratio, x.advantages, x.mask, clip_low, clip_high)
+    weight = torch.exp(_log_ratio(x.old_logprobs, x.rollout_logprobs)).detach()  # [B, T]
+    if behaviour_cap is not None:
+        masked_out = weight > behaviour_cap  # [B, T]
+        weight = torch.where(masked_out, torch.zeros_like(weight), weight)
+        metrics["behaviour_masked_fraction"] = masked_mean(masked_out.to(weight.dtype), x.mask)
+    else:
+        metrics["behaviour_masked_fraction"] = masked_mean(torch.zeros_like(weight), x.mask)
+    metrics["behaviour_weight_mean"] = masked_mean(weight, x.mask)
+    metrics["approx_kl"] = masked_mean(0.5 * _log_ratio(x.logprobs, x.old_logprobs) ** 2, x.mask)
+    return LossOutput(loss * weight * x.mask, {k: v.detach() for k, v in metrics.items()})
 
 
 @POLICY_LOSSES.register("reinforce")

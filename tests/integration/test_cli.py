@@ -36,7 +36,7 @@ def test_check_prints_the_resolved_config(tmp_path):
     assert printed == load_config(cfg_file, ["learner.lr=3e-6"])
     assert printed.name == "exp" and printed.algo.advantage.name == "rloo" and printed.learner.lr == 3e-6
     assert load_config(tmp_path / "resolved.yaml") == printed
-    assert "policy losses cispo, gspo, ppo_clip, reinforce, topr" in out.stdout
+    assert "policy losses cispo, decoupled_ppo, gspo, ppo_clip, reinforce, topr" in out.stdout
 
 
 def test_check_without_a_file_takes_overrides():

@@ -1,8 +1,10 @@
 """The learner group on real Ray actors (gloo over localhost, CPU, fp32): data-parallel parity,
-reference-model KL, weight changes and sync format, and skipping non-finite steps."""
+reference-model KL, weight changes and sync format, skipping non-finite steps, and the off-policy
+metrics of stale samples."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import socket
 
@@ -214,3 +216,37 @@ def test_non_finite_loss_skips_the_step_on_every_rank(ray_session, tiny_model_di
         after_good = group.train(good)
         assert all(m["skipped_steps"] == 0 and math.isfinite(m["loss"]) for m in after_good)
         assert _max_abs_diff(unchanged, group.call("state_dict_for_sync")) > 1e-4
+
+
+def test_lag0_mismatch_leaves_out_stale_samples_on_one_and_two_ranks(ray_session, tiny_model_dir):
+    """A step at learner version 1 on samples of version 1 whose rollout log-probs are the learner's
+    own, and samples of version 0 whose rollout log-probs are the learner's own + 0.5: the lag-0
+    mismatch sees only the (here ~0) engine numerics, the all-sample mismatch also the 0.5 shift.
+    With 2 ranks, rank 1's shard holds no lag-0 sample: the global metrics must not change."""
+    warmup, base = make_batch(4, seed=5), make_batch(6, seed=6)
+    learner = LearnerConfig(lr=1e-3, micro_batch_size=2)  # several micro-batches per rank
+    counted = [len(s.completion_ids) if s.loss_mask is None else sum(s.loss_mask) for s in base.samples]
+    stale_tokens, all_tokens = sum(counted[3:]), sum(counted)
+    results = {}
+    for world in (1, 2):
+        with Group(ray_session, tiny_model_dir, world, learner, AlgoConfig()) as group:
+            first = group.train(warmup)[0]  # version 0 -> 1; samples without a version
+            assert not any(k.startswith(("logprob_mismatch_lag0", "version_lag")) for k in first)
+            own = group.call("compute_logprobs", base.samples)
+            samples = [
+                dataclasses.replace(s, rollout_logprobs=lp, policy_version=1) if i < 3
+                else dataclasses.replace(s, rollout_logprobs=[x + 0.5 for x in lp], policy_version=0)
+                for i, (s, lp) in enumerate(zip(base.samples, own))
+            ]
+            metrics = group.train(TrainBatch(samples))  # shards: samples 0-2 (lag 0) and 3-5 (lag 1)
+        assert all(m == metrics[0] for m in metrics[1:]), "ranks report different metrics"
+        results[world] = m = metrics[0]
+        assert m["logprob_mismatch_lag0_mean"] < 1e-3 and m["logprob_mismatch_lag0_max"] < 1e-3
+        # |own + 0.5 - own| on the stale tokens, ~0 on the lag-0 ones
+        assert m["logprob_mismatch_mean"] == pytest.approx(0.5 * stale_tokens / all_tokens, abs=1e-4)
+        assert m["logprob_mismatch_max"] == pytest.approx(0.5, abs=1e-4)
+        assert m["version_lag_mean"] == pytest.approx(1.0 * stale_tokens / all_tokens)  # token-weighted
+        assert m["version_lag_max"] == 1.0
+    for key in ("logprob_mismatch_lag0_mean", "logprob_mismatch_lag0_max", "logprob_mismatch_mean",
+                "logprob_mismatch_max", "version_lag_mean", "version_lag_max"):
+        assert results[2][key] == pytest.approx(results[1][key], abs=1e-5), key

@@ -301,6 +301,8 @@ def test_async_needs_a_stream_and_rejects_dynamic_sampling():
                train_prompts=[Prompt("p", [1])])
     with pytest.raises(ValueError, match="dynamic_sampling"):
         load_config(overrides=["rollout.max_staleness=1", "algo.dynamic_sampling.enabled=true"])
+    with pytest.raises(ValueError, match="twice"):
+        load_config(overrides=["algo.loss.name=decoupled_ppo", "algo.tis_cap=2.0"])
     with pytest.raises(ValueError, match="colocate"):
         load_config(overrides=["rollout.max_staleness=1", "cluster.colocate=true"])
     assert dataclasses.fields(ScoredGroup)  # the record crossing the actor boundary is a dataclass

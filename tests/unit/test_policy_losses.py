@@ -22,6 +22,7 @@ from rlft.algorithms import (
     RegistryError,
     cispo,
     compute_policy_loss,
+    decoupled_ppo,
     gspo,
     masked_mean,
     ppo_clip,
@@ -32,7 +33,7 @@ from rlft.algorithms import (
 )
 
 F64 = torch.float64
-LOSS_NAMES = ["cispo", "gspo", "ppo_clip", "reinforce", "topr"]
+LOSS_NAMES = ["cispo", "decoupled_ppo", "gspo", "ppo_clip", "reinforce", "topr"]
 
 
 def make_inputs(
@@ -78,6 +79,7 @@ def test_registry_holds_exactly_the_documented_losses():
     assert POLICY_LOSSES.get("cispo") is cispo
     assert POLICY_LOSSES.get("topr") is topr
     assert POLICY_LOSSES.get("reinforce") is reinforce
+    assert POLICY_LOSSES.get("decoupled_ppo") is decoupled_ppo
 
 
 def test_unknown_loss_name_raises():
@@ -335,6 +337,165 @@ def test_topr_prefers_rollout_logprobs_over_old():
     # with old_logprobs == logprobs every weight is 1: loss = -A
     assert_close(topr(x_old_only).per_token, t([[-1.0, -1.0], [1.0, 1.0], [2.0, 2.0], [1.0, 0.0]]))
     assert not torch.equal(topr(x).per_token, topr(x_old_only).per_token)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Decoupled PPO (proximal policy = old_logprobs, behaviour policy = rollout_logprobs)
+# ---------------------------------------------------------------------------------------------------
+
+# ratio r = exp(logprobs - old) and behaviour weight w = exp(old - rollout), chosen per token.
+DEC_RATIOS = [[1.5, 1.1, 1.0], [0.5, 1.5, 2.0]]
+DEC_WEIGHTS = [[2.0, 0.5, 8.0], [1.0, 3.0, 9.0]]  # 8 > cap 5: masked out; 9 sits on a padding token
+DEC_ADV = [[1.0, 1.0, 1.0], [-2.0, -2.0, -2.0]]
+DEC_MASK = [[1, 1, 1], [1, 1, 0]]
+DEC_OLD = [[-1.0, -2.0, -0.5], [-1.5, -1.0, -3.0]]
+
+
+def _decoupled_inputs(dtype=F64) -> PolicyLossInputs:
+    rollout = [[o - math.log(w) for o, w in zip(orow, wrow)] for orow, wrow in zip(DEC_OLD, DEC_WEIGHTS)]
+    return make_inputs(DEC_RATIOS, DEC_ADV, DEC_MASK, old=DEC_OLD, rollout=rollout, dtype=dtype)
+
+
+def test_decoupled_ppo_golden_default_cap():
+    x = _decoupled_inputs()
+    out = decoupled_ppo(x)  # clip [0.8, 1.2], behaviour_cap 5
+    # l = w * max(-A r, -A clip(r, 0.8, 1.2)), w = 0 where w > 5
+    expected = t(
+        [
+            [
+                2.0 * max(-1.0 * 1.5, -1.0 * 1.2),  # -2.4  clipped (A>0, r>1.2), w = 2
+                0.5 * max(-1.0 * 1.1, -1.0 * 1.1),  # -0.55 inside, w = 0.5
+                0.0 * max(-1.0 * 1.0, -1.0 * 1.0),  # 0     w = 8 > 5: masked out (TIS would keep 5 * -1)
+            ],
+            [
+                1.0 * max(2.0 * 0.5, 2.0 * 0.8),  # 1.6   clipped (A<0, r<0.8), w = 1
+                3.0 * max(2.0 * 1.5, 2.0 * 1.2),  # 9.0   r>1.2 but A<0: unclipped is pessimistic, w = 3
+                0.0,  # padding
+            ],
+        ]
+    )
+    assert_close(out.per_token, expected)
+    assert_close(out.per_token, t([[-2.4, -0.55, 0.0], [1.6, 9.0, 0.0]]))
+    # gradient: w * d(-A r)/d logprob = -w A r where not clipped, 0 where clipped / masked out / padding
+    assert_close(grad_of(out, x), t([[0.0, 0.5 * -1.0 * 1.1, 0.0], [0.0, 3.0 * 2.0 * 1.5, 0.0]]))
+    # metrics over the 5 valid tokens
+    assert_close(out.metrics["clip_fraction"], t(2 / 5))
+    assert_close(out.metrics["ratio_mean"], t((1.5 + 1.1 + 1.0 + 0.5 + 1.5) / 5))
+    assert_close(out.metrics["behaviour_weight_mean"], t((2.0 + 0.5 + 0.0 + 1.0 + 3.0) / 5))  # as applied
+    assert_close(out.metrics["behaviour_masked_fraction"], t(1 / 5))  # the padding token's w = 9 does not count
+    log = math.log
+    approx_kl = 0.5 * (log(1.5) ** 2 + log(1.1) ** 2 + 0.0 + log(0.5) ** 2 + log(1.5) ** 2) / 5
+    assert_close(out.metrics["approx_kl"], t(approx_kl))
+    assert set(out.metrics) == {
+        "clip_fraction", "ratio_mean", "behaviour_weight_mean", "behaviour_masked_fraction", "approx_kl"
+    }
+
+
+def test_decoupled_ppo_golden_without_cap_and_custom_clip():
+    x = _decoupled_inputs()
+    out = decoupled_ppo(x, behaviour_cap=None)
+    # the w = 8 token now counts: 8 * -1 * 1.0 = -8
+    assert_close(out.per_token, t([[-2.4, -0.55, -8.0], [1.6, 9.0, 0.0]]))
+    assert_close(grad_of(out, x), t([[0.0, -0.55, -8.0 * 1.0 * 1.0], [0.0, 9.0, 0.0]]))
+    assert_close(out.metrics["behaviour_weight_mean"], t((2.0 + 0.5 + 8.0 + 1.0 + 3.0) / 5))
+    assert_close(out.metrics["behaviour_masked_fraction"], t(0.0))
+    # a cap above every weight is the same as no cap
+    assert_close(decoupled_ppo(x, behaviour_cap=8.5).per_token, out.per_token)
+    # clip [0.4, 1.6]: token (0, 0) (r = 1.5) and token (1, 0) (r = 0.5) are now inside
+    wide = decoupled_ppo(x, clip_low=0.6, clip_high=0.6)
+    assert_close(wide.per_token, t([[2.0 * -1.5, -0.55, 0.0], [1.0 * 2.0 * 0.5, 9.0, 0.0]]))
+    assert_close(grad_of(wide, x), t([[2.0 * -1.5, -0.55, 0.0], [1.0 * 2.0 * 0.5, 9.0, 0.0]]))
+    assert_close(wide.metrics["clip_fraction"], t(0.0))
+
+
+def test_decoupled_ppo_differs_from_tis_on_stale_tokens():
+    # ppo_clip with tis_cap=5 truncates the w = 8 token to 5; decoupled_ppo drops it.
+    x = _decoupled_inputs()
+    tis = compute_policy_loss("ppo_clip", x, tis_cap=5.0).per_token
+    assert_close(tis[0, 2], t(5.0 * -1.0))
+    assert_close(decoupled_ppo(x).per_token[0, 2], t(0.0))
+    # on the other tokens (w <= 5) both apply the same weight
+    keep = torch.tensor([[1, 1, 0], [1, 1, 0]], dtype=torch.bool)
+    assert_close(tis[keep], decoupled_ppo(x).per_token[keep])
+
+
+def test_decoupled_ppo_needs_rollout_logprobs():
+    x = make_inputs([[1.0, 1.0]], [[1.0, 1.0]], [[1, 1]])
+    with pytest.raises(ValueError, match="decoupled_ppo needs rollout_logprobs"):
+        decoupled_ppo(x)
+    with pytest.raises(ValueError, match="rollout_logprobs"):
+        compute_policy_loss("decoupled_ppo", x)
+
+
+def test_decoupled_ppo_params_are_validated_against_signature():
+    assert POLICY_LOSSES.params("decoupled_ppo").keys() == {"clip_low", "clip_high", "behaviour_cap"}
+    assert POLICY_LOSSES.validate_params("decoupled_ppo", {"behaviour_cap": "3"}) == {"behaviour_cap": 3.0}
+    assert POLICY_LOSSES.validate_params("decoupled_ppo", {"behaviour_cap": None}) == {"behaviour_cap": None}
+    with pytest.raises(ValueError):
+        POLICY_LOSSES.validate_params("decoupled_ppo", {"behaviour_cap": 1.0})  # must be > 1
+    with pytest.raises(ValueError):
+        POLICY_LOSSES.validate_params("decoupled_ppo", {"clip_low": 0.0})
+    with pytest.raises(ValueError, match="did you mean 'behaviour_cap'"):
+        POLICY_LOSSES.validate_params("decoupled_ppo", {"behavior_cap": 2.0})
+    assert POLICY_LOSSES.meta("decoupled_ppo") == {"needs_rollout_logprobs": True}
+
+
+def test_decoupled_ppo_params_are_checked_at_config_load():
+    from rlft.config import AlgoConfig, PolicyLossChoice
+
+    algo = AlgoConfig(loss={"name": "decoupled_ppo", "params": {"behaviour_cap": 2.0, "clip_high": "0.28"}})
+    assert algo.loss.params == {"behaviour_cap": 2.0, "clip_high": 0.28}
+    with pytest.raises(ValueError, match="behaviour_cap"):
+        PolicyLossChoice(name="decoupled_ppo", params={"behavior_cap": 2.0})
+
+
+dec_token = st.tuples(
+    st.floats(-1.0, 1.0, allow_nan=False),  # log r = logprobs - old
+    st.floats(-3.0, 3.0, allow_nan=False),  # advantage
+    st.floats(-3.0, 0.0, allow_nan=False),  # old_logprobs
+    st.floats(-2.5, 2.5, allow_nan=False),  # log w = old - rollout
+    st.booleans(),  # mask
+)
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    tokens=st.lists(dec_token, min_size=1, max_size=12),
+    clip_low=st.floats(0.05, 0.5),
+    clip_high=st.floats(0.05, 0.5),
+)
+def test_decoupled_ppo_is_ppo_clip_when_behaviour_is_proximal(tokens, clip_low, clip_high):
+    old = t([[c[2] for c in tokens]])
+    lp = (old + t([[c[0] for c in tokens]])).requires_grad_(True)
+    adv = t([[c[1] for c in tokens]])
+    mask = torch.tensor([[c[4] for c in tokens]])
+    x = PolicyLossInputs(lp, old, adv, mask, rollout_logprobs=old.clone())  # w = exp(0) = 1
+    dec = decoupled_ppo(x, clip_low=clip_low, clip_high=clip_high)
+    ppo = ppo_clip(x, clip_low=clip_low, clip_high=clip_high)
+    assert torch.equal(dec.per_token, ppo.per_token)  # exactly, not approximately
+    assert torch.equal(grad_of(dec, x), grad_of(ppo, x))
+    for key in ("clip_fraction", "ratio_mean", "approx_kl"):
+        assert torch.equal(dec.metrics[key], ppo.metrics[key]), key
+    assert dec.metrics["behaviour_masked_fraction"].item() == 0.0
+    assert dec.metrics["behaviour_weight_mean"].item() == (1.0 if mask.any() else 0.0)
+
+
+@settings(max_examples=50, deadline=None)
+@given(tokens=st.lists(dec_token, min_size=1, max_size=12), cap=st.sampled_from([None, 2.0, 5.0]))
+def test_decoupled_ppo_gradient_is_ppo_clip_gradient_scaled_by_behaviour_weight(tokens, cap):
+    old = t([[c[2] for c in tokens]])
+    log_w = t([[c[3] for c in tokens]])
+    lp = (old + t([[c[0] for c in tokens]])).requires_grad_(True)
+    adv = t([[c[1] for c in tokens]])
+    mask = torch.tensor([[c[4] for c in tokens]])
+    x = PolicyLossInputs(lp, old, adv, mask, rollout_logprobs=old - log_w)
+    w = log_w.exp()
+    if cap is not None:
+        w = torch.where(w > cap, 0.0, w)  # masked out, not truncated
+    dec = decoupled_ppo(x, behaviour_cap=cap)
+    ppo = ppo_clip(x)
+    assert_close(dec.per_token, w * ppo.per_token)
+    assert_close(grad_of(dec, x), w * grad_of(ppo, x))
 
 
 # ---------------------------------------------------------------------------------------------------

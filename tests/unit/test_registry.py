@@ -14,7 +14,7 @@ from rlft.algorithms.registry import ParamError, Registry, RegistryError
 
 def test_public_names_are_registered():
     assert sorted(A.ADVANTAGES) == ["dr_grpo", "grpo", "reinforce_pp_baseline", "rloo"]
-    assert sorted(A.POLICY_LOSSES) == ["cispo", "gspo", "ppo_clip", "reinforce", "topr"]
+    assert sorted(A.POLICY_LOSSES) == ["cispo", "decoupled_ppo", "gspo", "ppo_clip", "reinforce", "topr"]
     assert sorted(A.KL_ESTIMATORS) == ["k1", "k2", "k3"]
     assert A.AGGREGATION_MODES == ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm")
 
@@ -25,7 +25,7 @@ def test_unknown_name_lists_valid_names_and_closest():
     msg = str(err.value)
     assert "unknown policy loss 'ppo_clipp'" in msg
     assert "did you mean 'ppo_clip'" in msg
-    assert "cispo, gspo, ppo_clip, reinforce, topr" in msg
+    assert "cispo, decoupled_ppo, gspo, ppo_clip, reinforce, topr" in msg
     assert isinstance(err.value, KeyError) and isinstance(err.value, ValueError)
 
 

@@ -262,6 +262,11 @@ def test_loss_metric_names_follow_the_loss_and_tis():
     assert loss_metric_names(Objective("reinforce", {}, "token-mean")) == []
     names = loss_metric_names(Objective("ppo_clip", {"clip_high": 0.28}, "token-mean", tis_cap=2.0))
     assert {"clip_fraction", "tis_weight_mean"} <= set(names)
+    # decoupled_ppo needs rollout_logprobs: the dummy batch brings them
+    for params in ({}, {"behaviour_cap": None, "clip_high": 0.28}):
+        assert loss_metric_names(Objective("decoupled_ppo", params, "token-mean")) == [
+            "approx_kl", "behaviour_masked_fraction", "behaviour_weight_mean", "clip_fraction", "ratio_mean"
+        ]
 
 
 @settings(max_examples=40, deadline=None)
@@ -269,7 +274,7 @@ def test_loss_metric_names_follow_the_loss_and_tis():
     seed=st.integers(0, 2**31 - 1),
     cut=st.integers(1, 5),
     mode=st.sampled_from(["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"]),
-    loss=st.sampled_from(["ppo_clip", "gspo", "cispo", "reinforce"]),
+    loss=st.sampled_from(["ppo_clip", "gspo", "cispo", "reinforce", "decoupled_ppo"]),
 )
 def test_micro_batches_add_up_to_the_full_batch(seed, cut, mode, loss):
     """Loss and gradient of the whole batch == sums over any split, with global normalisers."""
@@ -281,6 +286,7 @@ def test_micro_batches_add_up_to_the_full_batch(seed, cut, mode, loss):
     adv = torch.randn(6, 4, generator=g, dtype=F64)
     old = token_logprobs(logits, ids).to(F64) + 0.1 * torch.randn(6, 4, generator=g, dtype=F64)
     ref = old - 0.2
+    rollout = old - torch.randn(6, 4, generator=g, dtype=F64)  # behaviour weights e^N(0,1): some > 5
     obj = Objective(loss, {}, mode, kl_estimator="k3", kl_coef=0.05)
     norms = dict(global_tokens=float(mask.sum()), global_seqs=float(counted_sequences(mask)), max_len=8)
 
@@ -288,7 +294,7 @@ def test_micro_batches_add_up_to_the_full_batch(seed, cut, mode, loss):
         x = logits[rows].clone().requires_grad_(True)
         lp = token_logprobs(x, ids[rows]).to(F64)
         out = micro_batch_loss(obj, logprobs=lp, old_logprobs=old[rows], advantages=adv[rows],
-                               mask=mask[rows], ref_logprobs=ref[rows], **norms)
+                               mask=mask[rows], rollout_logprobs=rollout[rows], ref_logprobs=ref[rows], **norms)
         out.loss.backward()
         return out.loss.detach(), x.grad
 
