@@ -27,6 +27,17 @@ died and was restarted between calls (no call was lost, but its state was) is ca
 is preceded by a query of the actor's incarnation (its Ray worker id), so the call's result from a
 fresh incarnation is discarded and re-issued after the hook. With no restarts left, or
 ``max_restarts=0``, the call raises ``WorkerDiedError``.
+
+**Streams and concurrency groups.** ``stream`` calls a generator method on one rank and returns
+Ray's ``ObjectRefGenerator`` (one ref per yielded item, as each is yielded). A group created with
+``concurrency_groups={"control": 1}`` runs its actors threaded: every method stays in the default
+group of one thread (calls run one at a time, in order), and ``call_in_group("control", ...)``
+reaches the workers from a thread of its own, while a long call such as a stream is in progress::
+
+    group = WorkerGroup("rollout", RolloutWorker, 2, args=..., concurrency_groups={"control": 1})
+    gen = group.stream(0, RolloutWorker.generate_stream, prompts, sampling, group_ids, call_id)
+    group.call_in_group("control", RolloutWorker.request_abort, call_id)   # runs beside it
+    items = [ray.get(ref) for ref in gen]
 """
 
 from __future__ import annotations
@@ -99,6 +110,7 @@ class WorkerGroup(Generic[T]):
         env_vars: dict[str, str] | None = None,
         placement_timeout_s: float = 120.0,
         start: bool = True,
+        concurrency_groups: dict[str, int] | None = None,
     ):
         """Reserve the placement group and, with ``start``, create the actors: ``args(rank)`` gives
         each rank's constructor ``(args, kwargs)``. With ``start=False`` call ``start(args)`` later,
@@ -111,7 +123,10 @@ class WorkerGroup(Generic[T]):
         ``resources``: custom Ray resources each worker reserves (``{"node_b": 0.01}`` keeps the
         role on nodes advertising ``node_b``). ``placement``: run in bundles of a placement group
         reserved by someone else (``SharedPlacement``; colocated roles), which this group does not
-        remove on shutdown."""
+        remove on shutdown.
+
+        ``concurrency_groups``: Ray concurrency groups (name -> threads) the actors are created
+        with, for ``call_in_group``; the default group keeps one thread."""
         if n < 1:
             raise ValueError(f"a {role} group needs at least 1 worker, got {n}")
         if num_cpus <= 0 and num_gpus <= 0 and not resources:
@@ -139,6 +154,7 @@ class WorkerGroup(Generic[T]):
         self.restarts_by_rank = [0] * n  # restarts seen (and recovered from) per rank
         self._incarnations: list[str | None] = [None] * n  # Ray worker id of each rank's actor
         self._env_vars = env_vars
+        self._concurrency_groups = dict(concurrency_groups or {})
         self._actors: list[Any] = []
         if start:
             self.start(args)
@@ -152,7 +168,11 @@ class WorkerGroup(Generic[T]):
         """Create one actor per bundle; ``args(rank)`` gives its constructor arguments."""
         if self._actors:
             raise RuntimeError(f"the {self.role} group is already started")
-        remote_cls = ray.remote(self.cls)
+        # concurrency groups belong to the class (Ray rejects them in .options())
+        if self._concurrency_groups:
+            remote_cls = ray.remote(concurrency_groups=dict(self._concurrency_groups))(self.cls)
+        else:
+            remote_cls = ray.remote(self.cls)
         args = args or (lambda rank: ((), {}))
         for rank in range(self.n):
             a, kw = args(rank)
@@ -230,6 +250,37 @@ class WorkerGroup(Generic[T]):
         """Like ``call`` without waiting: object refs by rank, for ``gather`` later."""
         name = self._name(method)
         return [getattr(actor, name).remote(*args, **kwargs) for actor in self._actors]
+
+    def stream(
+        self, rank: int, method: Callable[Concatenate[T, P], Any], *args: P.args, **kwargs: P.kwargs
+    ) -> ray.ObjectRefGenerator:
+        """Call the generator ``method`` on rank ``rank``; Ray's ``ObjectRefGenerator`` of the items
+        it yields, each available as soon as it is yielded (``num_returns="streaming"``). A dead
+        worker surfaces as ``RayActorError`` from the generator (no restart handling here)."""
+        name = self._name(method)
+        return getattr(self._actors[rank], name).options(num_returns="streaming").remote(*args, **kwargs)
+
+    def submit_in_group(
+        self, group_name: str, method: Callable[Concatenate[T, P], R], *args: P.args, **kwargs: P.kwargs
+    ) -> list[ray.ObjectRef]:
+        """Like ``submit``, run in the workers' concurrency group ``group_name`` (one given to the
+        constructor): it does not wait behind the calls of the default group."""
+        if group_name not in self._concurrency_groups:
+            raise ValueError(
+                f"the {self.role} group has no concurrency group {group_name!r}; "
+                f"it was created with {sorted(self._concurrency_groups) or 'none'}"
+            )
+        name = self._name(method)
+        return [
+            getattr(actor, name).options(concurrency_group=group_name).remote(*args, **kwargs)
+            for actor in self._actors
+        ]
+
+    def call_in_group(
+        self, group_name: str, method: Callable[Concatenate[T, P], R], *args: P.args, **kwargs: P.kwargs
+    ) -> list[R]:
+        """Like ``call``, run in the workers' concurrency group ``group_name``; results by rank."""
+        return self.gather(self.submit_in_group(group_name, method, *args, **kwargs))
 
     def gather(self, refs: Sequence[ray.ObjectRef], timeout_s: float | None = None) -> list[Any]:
         """Wait for ``refs`` (one per rank); results by rank. The first failure raises at once, in

@@ -29,6 +29,16 @@ from ``(seed, group_id)``, and vLLM seeds its ``n`` children ``s, s+1, ..., s+n-
 on any worker gives the same completions. With ``seed=None`` the engine's RNG (seeded with
 ``seed + worker_index`` at start) is used, so workers sample differently.
 
+**Streaming and abort.** ``generate_stream`` drives the engine step by step and yields each
+prompt's group (its ``n`` rollouts, exactly what ``generate`` returns for it) as soon as the group is
+finished, so an asynchronous trainer can score early groups while later ones still decode. It can
+be cut short: ``request_abort(upto_call_id)`` (a Ray actor created with the ``CONTROL_GROUP``
+concurrency group runs it beside the stream) makes every call with ``call_id <= upto_call_id`` abort
+its unfinished requests after the current engine step and end with ``Aborted(group_ids)``, the
+groups to re-issue; partial completions are dropped, never returned. Everything else (``generate``,
+``generate_stream``, ``load_weights``) stays in the actor's default group of one thread, so a
+``load_weights`` submitted during a stream runs after it.
+
 **Weights.** ``load_weights`` streams every tensor through ``reload_weights`` inside the engine (see
 ``actors/vllm_ext.py`` for why each step is needed), rebuilds CPU GEMM handles that reload leaves
 stale (tied ``lm_head``), resets the prefix cache (KV computed under old weights must not be
@@ -43,11 +53,13 @@ cores measured ~3x slower than one thread per reserved core on a loaded 2-core m
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import os
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from rlft.config import ModelConfig, RolloutConfig
@@ -56,6 +68,15 @@ from rlft.types import Prompt, Rollout, SamplingSettings
 EXTENSION = "actors.vllm_ext.RlftWorkerExtension"
 LOGPROBS_MODE = "processed_logprobs"
 CPU_GPU_MEMORY_UTILIZATION = 0.1  # on CPU: fraction of RAM for the KV cache (vLLM's 0.92 fails)
+CONTROL_GROUP = "control"
+"""The Ray concurrency group ``request_abort`` is called through, so it runs beside a stream."""
+
+
+@dataclass(frozen=True)
+class Aborted:
+    """Last item of an aborted ``generate_stream``: the groups none of whose completions were returned."""
+
+    group_ids: list[int]
 
 
 def engine_kwargs(
@@ -154,6 +175,8 @@ class RolloutWorker:
         self._tokenizer = self.llm.get_tokenizer()
         self._version = 0
         self._failed_load: str | None = None  # set while a load runs; left set if it failed
+        self._abort_upto = -1  # generate_stream calls with call_id <= this abort (request_abort)
+        self._request_ids = itertools.count()  # unique engine request ids across calls
 
     # ------------------------------------------------------------------ state
 
@@ -200,20 +223,11 @@ class RolloutWorker:
         """
         from vllm.inputs import TokensPrompt
 
-        if self._failed_load:
-            raise RuntimeError(
-                f"{self._failed_load}: the engine holds partly updated weights; "
-                "call load_weights with the full state dict again before generating"
-            )
-        if not prompts:
-            return []
-        for prompt in prompts:
-            if not prompt.token_ids:
-                raise ValueError(f"prompt '{prompt.prompt_id}' has no token ids")
         if group_ids is None:
             group_ids = range(first_group_id, first_group_id + len(prompts))
-        elif len(group_ids) != len(prompts):
-            raise ValueError(f"{len(group_ids)} group ids for {len(prompts)} prompts")
+        self._check_request(prompts, group_ids)
+        if not prompts:
+            return []
         params = [self._sampling_params(sampling, g) for g in group_ids]
         outputs = self.llm.generate(
             [TokensPrompt(prompt_token_ids=list(p.token_ids)) for p in prompts],
@@ -221,29 +235,110 @@ class RolloutWorker:
             use_tqdm=False,
         )
         version = self._version
-        rollouts = []
-        for group_id, prompt, output in zip(group_ids, prompts, outputs, strict=True):
-            prompt_text = prompt.text or self._tokenizer.decode(prompt.token_ids)
-            for completion in output.outputs:
-                ids = list(completion.token_ids)
-                rollouts.append(
-                    Rollout(
-                        prompt_id=prompt.prompt_id,
-                        group_id=group_id,
-                        prompt_ids=list(prompt.token_ids),
-                        completion_ids=ids,
-                        rollout_logprobs=_sampled_logprobs(completion, ids, prompt.prompt_id),
-                        finish_reason=_finish_reason(completion.finish_reason, prompt.prompt_id),
-                        policy_version=version,
-                        prompt=prompt_text,
-                        completion=completion.text,
-                        metadata=dict(prompt.metadata),
-                    )
+        return [
+            rollout
+            for group_id, prompt, output in zip(group_ids, prompts, outputs, strict=True)
+            for rollout in self._group_rollouts(group_id, prompt, output, version)
+        ]
+
+    def generate_stream(
+        self,
+        prompts: list[Prompt],
+        sampling: SamplingSettings,
+        group_ids: Sequence[int],
+        call_id: int = 0,
+    ) -> Iterator[list[Rollout] | Aborted]:
+        """Yield each prompt's group as soon as all its ``sampling.n`` completions are finished
+        (completion order, not prompt order): exactly the rollouts ``generate`` returns for that
+        prompt (same seeds, fields and policy version).
+
+        When ``request_abort(upto)`` with ``upto >= call_id`` arrives while it runs (or before it
+        starts), the unfinished requests are aborted after the current engine step and
+        ``Aborted(group ids not returned)`` is the last item; completions already generated for
+        those groups are discarded, so a group is never split across policy versions. A stream
+        that ends without ``Aborted`` returned every group. Call ids must grow from call to call
+        (an abort covers every call id up to its own). Through Ray::
+
+            gen = actor.generate_stream.options(num_returns="streaming").remote(ps, s, ids, 7)
+            actor.request_abort.options(concurrency_group=CONTROL_GROUP).remote(7)  # from anywhere
+            for ref in gen:
+                item = ray.get(ref)  # a group (list[Rollout]), or Aborted as the last item
+
+        No request of the call is left in the engine when it returns, raises or is closed.
+        """
+        self._check_request(prompts, group_ids)
+        if self._abort_upto >= call_id:  # queued behind its own abort: never started
+            if prompts:
+                yield Aborted(sorted(group_ids))
+            return
+        engine, version = self.llm.llm_engine, self._version
+        pending: dict[str, tuple[int, Prompt, str]] = {}  # our request id -> group, prompt, vLLM's id
+        try:
+            for group_id, prompt, engine_input in zip(group_ids, prompts, _render(self.llm, prompts)):
+                request_id = f"s{call_id}-{group_id}-{next(self._request_ids)}"
+                internal = engine.add_request(
+                    request_id, engine_input, self._sampling_params(sampling, group_id)
                 )
+                pending[request_id] = (group_id, prompt, internal)
+            while pending:
+                if self._abort_upto >= call_id:  # set by request_abort from the control thread
+                    unfinished = sorted(group_id for group_id, _, _ in pending.values())
+                    _abort(engine, pending)
+                    yield Aborted(unfinished)
+                    return
+                if not engine.has_unfinished_requests():
+                    raise RuntimeError(f"vLLM dropped {len(pending)} request(s) of call {call_id}")
+                # an n > 1 request is reported once, finished, when its last child is (FINAL_ONLY)
+                for output in engine.step():
+                    if output.finished and output.request_id in pending:
+                        group_id, prompt, _ = pending.pop(output.request_id)
+                        yield self._group_rollouts(group_id, prompt, output, version)
+        finally:  # an error, or the consumer closed the stream: free the engine for the next call
+            _abort(engine, pending)
+
+    def request_abort(self, upto_call_id: int) -> None:
+        """Abort running and queued ``generate_stream`` calls whose ``call_id <= upto_call_id``
+        (later calls are never affected). Through Ray it must run while a stream is in progress:
+        call it through the actor's ``CONTROL_GROUP`` concurrency group."""
+        self._abort_upto = max(self._abort_upto, upto_call_id)  # one int store: no lock needed
+
+    def _check_request(self, prompts: list[Prompt], group_ids: Sequence[int]) -> None:
+        if self._failed_load:
+            raise RuntimeError(
+                f"{self._failed_load}: the engine holds partly updated weights; "
+                "call load_weights with the full state dict again before generating"
+            )
+        for prompt in prompts:
+            if not prompt.token_ids:
+                raise ValueError(f"prompt '{prompt.prompt_id}' has no token ids")
+        if len(group_ids) != len(prompts):
+            raise ValueError(f"{len(group_ids)} group ids for {len(prompts)} prompts")
+
+    def _group_rollouts(self, group_id: int, prompt: Prompt, output: Any, version: int) -> list[Rollout]:
+        """The ``Rollout``s of one prompt from vLLM's finished ``RequestOutput``."""
+        prompt_text = prompt.text or self._tokenizer.decode(prompt.token_ids)
+        rollouts = []
+        for completion in output.outputs:
+            ids = list(completion.token_ids)
+            rollouts.append(
+                Rollout(
+                    prompt_id=prompt.prompt_id,
+                    group_id=group_id,
+                    prompt_ids=list(prompt.token_ids),
+                    completion_ids=ids,
+                    rollout_logprobs=_sampled_logprobs(completion, ids, prompt.prompt_id),
+                    finish_reason=_finish_reason(completion.finish_reason, prompt.prompt_id),
+                    policy_version=version,
+                    prompt=prompt_text,
+                    completion=completion.text,
+                    metadata=dict(prompt.metadata),
+                )
+            )
         return rollouts
 
     def _sampling_params(self, sampling: SamplingSettings, group_id: int):
         from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind
 
         return SamplingParams(
             n=sampling.n,
@@ -255,6 +350,7 @@ class RolloutWorker:
             seed=None if sampling.seed is None else request_seed(sampling.seed, group_id),
             logprobs=0,  # the sampled token's logprob only
             flat_logprobs=True,  # a few flat lists per completion instead of a dict per token
+            output_kind=RequestOutputKind.FINAL_ONLY,  # one output per request, once finished
         )
 
     # ------------------------------------------------------------------ weights
@@ -333,6 +429,22 @@ def _named_tensors(buckets: Sequence[Any], wait_s: float) -> Iterator[tuple[str,
             import ray
 
             yield from unpack_bucket(ray.get(bucket))  # zero-copy views of the object store
+
+
+def _render(llm: Any, prompts: list[Prompt]) -> Sequence[Any]:
+    """Token-id prompts as the engine inputs ``LLM.generate`` would build from them (vLLM's own
+    renderer: ``LLMEngine.add_request`` deprecates raw prompts)."""
+    from vllm.inputs import TokensPrompt
+
+    return llm._preprocess_cmpl([TokensPrompt(prompt_token_ids=list(p.token_ids)) for p in prompts])
+
+
+def _abort(engine: Any, pending: dict[str, tuple[int, Prompt, str]]) -> None:
+    """Abort the requests of ``pending`` in the engine (by vLLM's internal id: for an n > 1 request
+    that is the parent, so its unfinished children and its bookkeeping go too), and forget them."""
+    if pending:
+        engine.abort_request([internal for _, _, internal in pending.values()], internal=True)
+        pending.clear()
 
 
 def _is_path(bucket: Any) -> bool:

@@ -38,7 +38,7 @@ from actors.group import SharedPlacement, WorkerGroup, create_named, reserve
 from actors.learner import LearnerWorker
 from actors.reference import ReferenceWorker
 from actors.reward import RewardWorker
-from actors.rollout import RolloutWorker
+from actors.rollout import CONTROL_GROUP, RolloutWorker
 from actors.weight_sync import SyncStats
 from rlft.balance import assign_balanced
 from rlft.config import RewardFunctionConfig, RunConfig
@@ -76,7 +76,11 @@ class RolloutGroup:
 
     ``on_restart(rank)`` is called when engine ``rank`` was restarted (it then serves the base
     model, version 0), before its share of a ``generate`` is re-issued; ``WeightPush`` sets it to
-    push the current weights into that engine."""
+    push the current weights into that engine.
+
+    ``abortable=True`` creates the engines with the ``CONTROL_GROUP`` concurrency group, so
+    ``request_abort`` reaches them while a ``RolloutWorker.generate_stream`` runs (an asynchronous
+    pipeline streams from ``workers.stream(rank, RolloutWorker.generate_stream, ...)``)."""
 
     def __init__(
         self,
@@ -85,8 +89,11 @@ class RolloutGroup:
         *,
         max_restarts: int | None = None,
         colocation: Colocation | None = None,
+        abortable: bool = False,
     ):
         rollout, model, res = cfg.rollout, cfg.model, cfg.cluster.rollout
+        # the concurrency group request_abort runs in, beside a stream (None: not abortable)
+        self.control_group = CONTROL_GROUP if abortable else None
         self.on_restart: Callable[[int], Any] | None = None
         # colocated engines sleep between their generate calls (the learner has the GPU then)
         self.colocated, self.asleep = colocation is not None, False
@@ -104,6 +111,7 @@ class RolloutGroup:
             strategy=res.strategy,
             placement=colocation.placement(rollout.num_workers) if colocation else None,
             max_restarts=_max_restarts(cfg, max_restarts),
+            concurrency_groups={self.control_group: 1} if self.control_group else None,
         )
         self.workers.call_each_retrying(RolloutWorker.ready, [()] * self.workers.n)
 
@@ -124,6 +132,19 @@ class RolloutGroup:
             for r in rollouts:
                 by_group.setdefault(r.group_id, []).append(r)
         return [r for g in range(len(prompts)) for r in by_group.get(g, [])]
+
+    @property
+    def abortable(self) -> bool:
+        """Whether ``request_abort`` can reach the engines during a stream (``abortable=True``)."""
+        return self.control_group is not None
+
+    def request_abort(self, upto_call_id: int) -> None:
+        """Make every engine abort its ``generate_stream`` calls with ``call_id <= upto_call_id``
+        (running or queued; see ``RolloutWorker.request_abort``); returns once all have recorded it.
+        Needs ``abortable=True``."""
+        if not self.abortable:
+            raise RuntimeError("request_abort needs a RolloutGroup created with abortable=True")
+        self.workers.call_in_group(self.control_group, RolloutWorker.request_abort, upto_call_id)
 
     def wake(self) -> None:
         """Wake colocated engines that sleep (before sampling or loading weights)."""

@@ -1,10 +1,12 @@
 """RolloutWorker.generate vs vllm.LLM.generate on the same engine and prompts, side by side.
 
-One engine (rlft's tiny Qwen2 at ~19M parameters, fp32, vLLM CPU) serves three ways of sampling the
+One engine (rlft's tiny Qwen2 at ~19M parameters, fp32, vLLM CPU) serves four ways of sampling the
 same groups, interleaved so machine noise hits all alike:
 
 * ``RolloutWorker.generate``: token-id prompts, per-prompt seeds, sampled-token logprobs, and the
   conversion to ``Rollout`` records;
+* ``RolloutWorker.generate_stream`` drained: the same groups, yielded one by one as each finishes
+  (rlft drives the engine's steps itself);
 * ``LLM.generate`` with the same ``SamplingParams`` (the engine-side work is identical);
 * ``LLM.generate`` without logprobs (what a plain vLLM user would call).
 
@@ -88,6 +90,11 @@ def main() -> None:
         rollouts = worker.generate(prompts, sampling)
         return sum(len(r.completion_ids) for r in rollouts), rollouts
 
+    def rollout_stream() -> tuple[int, list]:
+        groups = list(worker.generate_stream(prompts, sampling, range(len(prompts))))
+        rollouts = [r for group in groups for r in group]
+        return sum(len(r.completion_ids) for r in rollouts), rollouts
+
     def llm(logprobs: int | None):
         def run() -> tuple[int, None]:
             outputs = worker.llm.generate(token_prompts, params(logprobs), use_tqdm=False)
@@ -97,6 +104,7 @@ def main() -> None:
 
     variants = {
         "RolloutWorker.generate": rollout_worker,
+        "RolloutWorker.generate_stream": rollout_stream,
         "LLM.generate (same params)": llm(0),
         "LLM.generate (no logprobs)": llm(None),
     }
@@ -104,12 +112,13 @@ def main() -> None:
     tokens: dict[str, int] = {}
     worker.generate(prompts[:2], SamplingSettings(n=2, max_new_tokens=8))  # warm-up
     for r in range(rounds):
-        order = list(variants)[r % 3 :] + list(variants)[: r % 3]  # rotate who goes first
+        k = r % len(variants)
+        order = list(variants)[k:] + list(variants)[:k]  # rotate who goes first
         for name in order:
             t0 = time.perf_counter()
             tokens[name], rollouts = variants[name]()
             timings.setdefault(name, []).append(time.perf_counter() - t0)
-            if rollouts is not None:
+            if name == "RolloutWorker.generate":
                 timings.setdefault("pickle", []).append(_pickle_seconds(rollouts))
         print(f"  round {r + 1}/{rounds} done", flush=True)
 
@@ -121,7 +130,7 @@ def main() -> None:
     ours = base["RolloutWorker.generate"]
     for name in variants:
         print(
-            f"  {name:<28} {tokens[name]:>6} tokens {base[name]:>8.0f} tokens/s"
+            f"  {name:<30} {tokens[name]:>6} tokens {base[name]:>8.0f} tokens/s"
             f"   RolloutWorker / this = {ours / base[name]:.3f}x"
         )
     pickle_ms = statistics.median(timings["pickle"]) * 1e3

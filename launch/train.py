@@ -280,13 +280,16 @@ def _run_on_ray(
             print(f"rlft: Ray dashboard at http://{context.dashboard_url} (actors: rollout-N, learner-N, reward-N)",
                   flush=True)
     groups: list[Any] = []
+    stream: Any = None
     stop = _StopRequest()
     previous = {sig: signal.signal(sig, stop.handle) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         colocation = Colocation(cfg) if cfg.cluster.colocate else None
         if colocation is not None:
             groups.append(colocation)
-        rollouts = RolloutGroup(cfg, prepared.model_path, colocation=colocation)
+        asynchronous = cfg.rollout.max_staleness > 0
+        abort = asynchronous and cfg.rollout.inflight_updates == "abort"
+        rollouts = RolloutGroup(cfg, prepared.model_path, colocation=colocation, abortable=abort)
         groups.append(rollouts)
         # the roles in rlft.placement's order (rlft plan simulates them in this order)
         total = sum(s.steps for s in cfg.stages)
@@ -305,18 +308,25 @@ def _run_on_ray(
                                   "reward": scorer.workers,
                                   **({"reference": learners.reference} if learners.reference else {}),
                                   **({"critic": critic.workers} if critic else {})})
+        weights: Any = WeightPush(learners, rollouts)
+        if asynchronous:  # generation of upcoming steps overlaps training (rlft.pipeline)
+            from actors.stream import AbortThenPush, StreamingRollouts
+
+            stream = StreamingRollouts(rollouts, scorer)
+            weights = AbortThenPush(weights, stream) if abort else weights
         driver = Driver(
             cfg,
             engine=rollouts,
             scorer=scorer,
             learner=learners,
-            weights=WeightPush(learners, rollouts),
+            weights=weights,
             train_prompts=prepared.train_prompts,
             eval_prompts=prepared.eval_prompts,
             sft_examples=prepared.sft_examples,
             sink=sink,
             checkpoint_dir=str((run_dir / "checkpoints").resolve()),  # the learner ranks write there
             critic=critic,
+            stream=stream,
         )
         stop.driver = driver
         if resume_from is not None:
@@ -329,6 +339,11 @@ def _run_on_ray(
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        if stream is not None:  # generation for steps that will not run
+            try:
+                stream.cancel()
+            except Exception as err:
+                logger.warning("cancelling the rollout stream failed: %s", err)
         for group in reversed(groups):
             try:
                 group.shutdown()
