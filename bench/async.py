@@ -32,7 +32,6 @@ the engine and the learner have their own devices.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import shlex
@@ -46,6 +45,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from train_runs import train_run  # noqa: E402  (bench/ is the script directory)
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -56,6 +57,8 @@ def main() -> None:
     parser.add_argument("--init", default=None, help="a warmed-up model directory to start from (skips the SFT run)")
     parser.add_argument("--abort", action="store_true", help="also run max_staleness=1 with inflight_updates=abort")
     parser.add_argument("--async-loss", default=None, help="policy loss of the async variants (default: as sync)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a config override for every variant (repeatable), e.g. learner.lr=3e-4")
     parser.add_argument("--keep", default=None, metavar="DIR", help="keep the run directories under DIR")
     args = parser.parse_args()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -69,7 +72,7 @@ def main() -> None:
     else:
         root = Path(tempfile.mkdtemp(prefix="rlft-bench-async-"))
     common = [f"seed={args.seed}", f"evaluation.num_prompts={args.eval_prompts}", "evaluation.pass_k=0",
-              "logging.report=false"]
+              "logging.report=false", *args.set]
     loss = [f"algo.loss.name={args.async_loss}", "algo.loss.params={}"] if args.async_loss else []
     variants = [("sync", ["rollout.max_staleness=0"]),
                 ("async", ["rollout.max_staleness=1", "rollout.inflight_updates=wait", *loss])]
@@ -81,14 +84,14 @@ def main() -> None:
             init, sft_wall = args.init, 0.0
         else:
             sft = f"stages=[{{kind: sft, steps: {args.sft_steps}, batch_size: 64, lr: 3.0e-3}}]"
-            summary, sft_wall = _run(load_config(EMBEDDED, [*common, "name=sft", sft]), root / "sft")
+            summary, sft_wall = train_run(load_config(EMBEDDED, [*common, "name=sft", sft]), root / "sft")
             init = summary.checkpoints[-1]
             print(f"bench: SFT warm-up ({args.sft_steps} steps) in {sft_wall:.0f} s -> {init}", flush=True)
         results = []
         for name, overrides in variants:
             cfg = load_config(EMBEDDED, [*common, f"name={name}", f"model.path={init}",
                                          f"stages=[{{kind: rl, steps: {args.steps}}}]", *overrides])
-            summary, wall = _run(cfg, root / name)
+            summary, wall = train_run(cfg, root / name)
             row = _collect(name, cfg, summary, root / name, wall)
             results.append(row)
             print(f"bench: {name}: {row['samples_per_s']:.0f} samples/s, accuracy {row['before']:.3f} -> "
@@ -99,15 +102,6 @@ def main() -> None:
     _print_report(args, results, sft_wall, time.perf_counter() - start)
 
 
-def _run(cfg: Any, run_dir: Path) -> tuple[Any, float]:
-    """One whole ``launch.train`` run; its console output goes to ``run_dir/console.log``."""
-    from launch.train import train
-
-    run_dir.mkdir(parents=True, exist_ok=True)
-    t = time.perf_counter()
-    with open(run_dir / "console.log", "w") as log, contextlib.redirect_stdout(log):
-        summary = train(cfg, run_dir, quiet=True)
-    return summary, time.perf_counter() - t
 
 
 def _collect(name: str, cfg: Any, summary: Any, run_dir: Path, wall: float) -> dict[str, Any]:

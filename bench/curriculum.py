@@ -33,7 +33,6 @@ near 40 %, before any seed-to-seed variation of RL itself. Differences of a few 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import shlex
@@ -46,6 +45,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from train_runs import train_run  # noqa: E402  (bench/ is the script directory)
 
 DIFFICULTIES = ("0", "1", "2")
 
@@ -87,7 +88,7 @@ def main() -> None:
         else:
             sft = f"stages=[{{kind: sft, steps: {args.sft_steps}, batch_size: 64, lr: 3.0e-3}}]"
             cfg = load_config(EMBEDDED, [*common, "name=sft", sft])
-            summary, sft_wall = _run(cfg, root / "sft")
+            summary, sft_wall = train_run(cfg, root / "sft")
             init = summary.checkpoints[-1]
             if not (Path(init) / "tokenizer_config.json").is_file():
                 raise SystemExit(f"the SFT checkpoint {init} has no tokenizer")
@@ -98,7 +99,7 @@ def main() -> None:
             cfg = load_config(EMBEDDED, [*common, f"name=rl-{name}", f"model.path={init}",
                                          f"curriculum.name={name}", "curriculum.category_field=difficulty",
                                          f"stages=[{{kind: rl, steps: {args.steps}}}]"])
-            summary, wall = _run(cfg, root / f"rl-{name}")
+            summary, wall = train_run(cfg, root / f"rl-{name}")
             row = _collect(name, cfg, summary, root / f"rl-{name}", wall)
             results.append(row)
             print(f"bench: {name}: accuracy {row['before']:.3f} -> {row['after']:.3f}, "
@@ -111,15 +112,6 @@ def main() -> None:
     _print_report(args, cfg, results, sft_wall, total, root if args.keep else None)
 
 
-def _run(cfg: Any, run_dir: Path) -> tuple[Any, float]:
-    """One whole ``launch.train`` run; its own console output goes to ``run_dir/console.log``."""
-    from launch.train import train
-
-    run_dir.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    with open(run_dir / "console.log", "w") as log, contextlib.redirect_stdout(log):
-        summary = train(cfg, run_dir, quiet=True)
-    return summary, time.perf_counter() - start
 
 
 def _collect(name: str, cfg: Any, summary: Any, run_dir: Path, wall: float) -> dict[str, Any]:

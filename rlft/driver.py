@@ -229,7 +229,7 @@ class Driver:
         self._evaluate(f"after_{name}")
 
     def rl_step(self, stage_name: str = "rl", lr: float | None = None) -> dict[str, float]:
-        """One synchronous RL step; returns (and logs) its metrics."""
+        """One RL step (its batch from the pipeline with ``max_staleness > 0``); returns (and logs) its metrics."""
         cfg, timings = self.cfg, {}
         start = t = self._begin_step()
         collect = self._collect_async if self.pipeline is not None else self._collect
@@ -261,7 +261,7 @@ class Driver:
             if restarts is not None:
                 metrics.update(restarts())
         tokens = sum(len(r.completion_ids) for r in rollouts)
-        if self.pipeline is None:  # generation overlaps training otherwise: see async/samples_per_s
+        if self.pipeline is None:  # async: generation overlaps training, time/step is the measure
             metrics["throughput/tokens_per_s"] = tokens / max(timings["time/generate"], 1e-9)
         self._log_samples(rollouts, scores, stage_name)
         if len(batch) == 0:  # everything filtered or failed: no update, nothing to sync
@@ -356,6 +356,7 @@ class Driver:
                            self.step + 1, len(stale), k)
         rollouts = [dataclasses.replace(r, group_id=j) for j, g in enumerate(fresh) for r in g.rollouts]
         scores = Scores.concat([g.scores for g in fresh]) if fresh else Scores([])
+        scores = dataclasses.replace(scores, errors=scores.errors[: self.cfg.reward.log_errors])  # scored per group
         self._check_failures(scores)
         metrics = {"async/stale_dropped": float(len(stale)), "async/steps_in_flight": float(len(self.pipeline.tickets)),
                    **{f"async/{name}": v for name, v in self.pipeline.stream.metrics().items()}}

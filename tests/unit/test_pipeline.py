@@ -306,3 +306,19 @@ def test_async_needs_a_stream_and_rejects_dynamic_sampling():
     with pytest.raises(ValueError, match="colocate"):
         load_config(overrides=["rollout.max_staleness=1", "cluster.colocate=true"])
     assert dataclasses.fields(ScoredGroup)  # the record crossing the actor boundary is a dataclass
+
+
+def test_reward_errors_scored_group_by_group_are_logged_only_up_to_log_errors(caplog):
+    driver, stream, _, _ = make_async(["reward.log_errors=2", "reward.max_failure_rate=1.0"])
+    submit = stream.submit
+
+    def with_errors(step, prompts, sampling):  # every group reports one reward error
+        submit(step, prompts, sampling)
+        stream.ready = [dataclasses.replace(g, scores=dataclasses.replace(g.scores, errors=[f"bad {g.group_id}"]))
+                        for g in stream.ready]
+
+    stream.submit = with_errors
+    driver._stage_end = 1
+    with caplog.at_level("WARNING", logger="rlft.driver"):
+        driver.rl_step("rl0")
+    assert [r.getMessage() for r in caplog.records if "bad" in r.getMessage()] == ["step 0: bad 0", "step 0: bad 1"]
