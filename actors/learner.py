@@ -113,22 +113,14 @@ class LearnerWorker:
             join_process_group(self.device, rank, world_size, master_addr, master_port)
         # Under FSDP the master weights stay fp32 and compute runs in the model dtype (mixed
         # precision); on CPU the replica simply lives in the configured dtype.
-        load_dtype = torch.float32 if self.sharded else self.serving_dtype
-        self.model = load_causal_lm(model_path, model_cfg, load_dtype)
+        self._load_dtype = torch.float32 if self.sharded else self.serving_dtype
+        self._model_cfg = model_cfg
+        self.model = self._load_placed(model_path)
         self.ref_model = None
         # without its own copy (cluster.reference.placement=separate) the batch brings ref_logprobs
         if algo_cfg.kl.coef > 0 and reference_model:
-            self.ref_model = load_causal_lm(model_path, model_cfg, load_dtype).requires_grad_(False)
-        if self.sharded:
-            for m in (self.model, self.ref_model):
-                if m is not None:
-                    fsdp2_shard(m, self.device, world_size, self.serving_dtype)
-        else:
-            self.model.to(self.device)
-            if self.ref_model is not None:
-                self.ref_model.to(self.device)
+            self.ref_model = self._load_placed(model_path, frozen=True)
         self.pad_id = self.model.config.pad_token_id or 0
-        self._model_cfg = model_cfg
         self.tokenizer_path = model_cfg.tokenizer or model_path
         self.optimizer = torch.optim.AdamW(
             [p for p in self.model.parameters() if p.requires_grad],
@@ -476,7 +468,7 @@ class LearnerWorker:
 
     def load_checkpoint(self, path: str) -> int:
         """Restore what ``save_checkpoint`` wrote (same number of ranks); returns the version. The
-        reference model keeps the base weights it was built from."""
+        reference model is not part of it (the driver restores it with ``set_reference``)."""
         file = Path(path) / "trainer_state" / f"learner-rank{self.rank}.pt"
         if not file.is_file():
             raise FileNotFoundError(f"{file} is missing: the checkpoint is weights-only or from fewer learner ranks")
@@ -496,6 +488,28 @@ class LearnerWorker:
         self.version, self.skipped_total = state["version"], state["skipped_total"]
         torch.set_rng_state(state["torch_rng"])
         return self.version
+
+    def set_reference(self, path: str, *, save: bool = False) -> None:
+        """Make the model at ``path`` (Hugging Face format) the frozen reference of the KL term.
+        With ``save``, first write the current policy there (rank 0 writes; call it on every rank),
+        so the reference becomes the policy as it stands: what an RL stage after an SFT stage
+        measures its KL against. Ranks without their own reference copy only save."""
+        if save:
+            self.save_pretrained(path)
+        if self.ref_model is not None:
+            self.ref_model = None  # free the old copy before loading the new one
+            self.ref_model = self._load_placed(path, frozen=True)
+
+    def _load_placed(self, path: str, *, frozen: bool = False) -> torch.nn.Module:
+        """The causal LM at ``path`` on this rank's device: an FSDP2 shard, or a full replica."""
+        model = load_causal_lm(path, self._model_cfg, self._load_dtype)
+        if frozen:
+            model.requires_grad_(False)
+        if self.sharded:
+            fsdp2_shard(model, self.device, self.world_size, self.serving_dtype)
+        else:
+            model.to(self.device)
+        return model
 
     def get_version(self) -> int:
         """Number of train steps applied (the policy version the rollout engines should serve)."""

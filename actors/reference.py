@@ -23,7 +23,7 @@ from rlft.types import TrainSample
 
 
 class ReferenceWorker:
-    """One frozen copy of the base model that scores completions."""
+    """One frozen copy of the reference model (the base model, or an SFT snapshot) that scores completions."""
 
     def __init__(
         self,
@@ -35,12 +35,19 @@ class ReferenceWorker:
         device: str = "auto",
     ) -> None:
         self.device = _resolve_device(device)
-        self.model = load_causal_lm(model_path, model_cfg, DTYPES[model_cfg.dtype]).requires_grad_(False)
-        self.model.to(self.device).eval()
+        self.model_cfg = model_cfg
+        self.load(model_path)
         self.pad_id = self.model.config.pad_token_id or 0
         # greedy rollouts are scored at temperature 1, as the learner does
         self.temperature = temperature if temperature > 0 else 1.0
         self.micro_batch_size = micro_batch_size
+
+    def load(self, path: str) -> None:
+        """Replace the reference weights with the model at ``path`` (an RL stage after an SFT
+        stage measures its KL against the SFT policy)."""
+        self.model = None
+        self.model = load_causal_lm(path, self.model_cfg, DTYPES[self.model_cfg.dtype]).requires_grad_(False)
+        self.model.to(self.device).eval()
 
     def ready(self) -> bool:
         return True

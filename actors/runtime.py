@@ -220,6 +220,7 @@ class LearnerGroup:
             )
             self.reference.call_each_retrying(ReferenceWorker.ready, [()])
         self.n = n
+        self.model_path = self.reference_path = model_path
         self.sync_backend = cfg.rollout.weight_sync
         self.sync_params = dict(cfg.rollout.weight_sync_params)
 
@@ -242,13 +243,15 @@ class LearnerGroup:
         """Completion-token log-probs of ``samples`` under the reference model (the separate
         reference actor, or the learner ranks' own copy): PPO's KL penalty in the reward."""
         if self.reference is not None:
-            return self.reference.call_each_retrying(ReferenceWorker.logprobs, [(samples,)])[0]
+            return self.reference.call_each_retrying(ReferenceWorker.logprobs, [(samples,)],
+                                                     on_restart=self._reload_reference)[0]
         return self.workers.call(LearnerWorker.compute_logprobs, samples, reference=True)[0]
 
     def with_reference_logprobs(self, batch: TrainBatch) -> TrainBatch:
         """``batch`` with every sample's ``ref_logprobs`` from the separate reference actor."""
         assert self.reference is not None
-        (ref,) = self.reference.call_each_retrying(ReferenceWorker.logprobs, [(batch.samples,)])
+        (ref,) = self.reference.call_each_retrying(ReferenceWorker.logprobs, [(batch.samples,)],
+                                                   on_restart=self._reload_reference)
         return TrainBatch([replace(s, ref_logprobs=lp) for s, lp in zip(batch.samples, ref)])
 
     def push_weights(
@@ -292,6 +295,21 @@ class LearnerGroup:
     def load_checkpoint(self, path: str) -> int:
         """Restore every rank from ``path``; the restored version."""
         return self.workers.call(LearnerWorker.load_checkpoint, path)[0]
+
+    def set_reference(self, path: str, *, save: bool = False) -> None:
+        """Make the model at ``path`` the KL reference on every rank (or on the separate reference
+        actor); with ``save``, the current policy is first written there. A reference actor that
+        Ray restarts later reloads it."""
+        self.workers.call(LearnerWorker.set_reference, path, save=save)
+        self.reference_path = path
+        if self.reference is not None:
+            self.reference.call_each_retrying(ReferenceWorker.load, [(path,)], on_restart=self._reload_reference)
+
+    def _reload_reference(self, rank: int) -> None:
+        """A restarted reference actor comes back with ``model.path``: give it the current reference."""
+        assert self.reference is not None
+        if self.reference_path != self.model_path:
+            self.reference.call_each(ReferenceWorker.load, [(self.reference_path,)])
 
     def shutdown(self) -> None:
         try:

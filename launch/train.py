@@ -325,6 +325,7 @@ def _run_on_ray(
             sft_examples=prepared.sft_examples,
             sink=sink,
             checkpoint_dir=str((run_dir / "checkpoints").resolve()),  # the learner ranks write there
+            reference_dir=str((run_dir / "reference").resolve()),  # KL reference snapshots, likewise
             critic=critic,
             stream=stream,
         )

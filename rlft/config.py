@@ -97,6 +97,12 @@ class KLConfig(Section):
     over the batch) that beta is steered towards; None keeps beta fixed."""
     horizon: Annotated[int, Field(ge=1)] = 10000
     """Adaptive KL controller: samples over which beta may change by at most 20%."""
+    reference: Literal["after_sft", "base"] = "after_sft"
+    """The frozen model the KL is measured against. ``after_sft``: an RL stage that follows an SFT
+    stage measures it against the policy as that SFT stage left it (snapshotted into
+    ``RUN_DIR/reference/<stage>/`` and kept in checkpoints), so the KL is 0 at the stage's first
+    step; other RL stages keep the reference they had (``model.path`` at first). ``base``: always
+    ``model.path``."""
 
     @field_validator("estimator")
     @classmethod

@@ -13,7 +13,8 @@ One RL step reads as its phases::
     sync     = weights.push(version)                  # engines now serve version + 1
 
 A run is a list of stages (``sft``, ``rl``); SFT steps train the same learner on prompt + reference
-completion and sync the weights when the stage ends.
+completion and sync the weights when the stage ends. An RL stage right after an SFT stage measures
+its KL against a snapshot of the policy the SFT stage left (``algo.kl.reference``).
 
 With ``rollout.max_staleness = k > 0`` the first three phases become a pipeline (``rlft.pipeline``):
 the batches of the next ``k`` steps are generated, and their groups scored and observed one by one
@@ -83,6 +84,8 @@ class Learner(Protocol):
 
     def load_checkpoint(self, path: str) -> int: ...
 
+    def set_reference(self, path: str, *, save: bool = False) -> None: ...
+
 
 class WeightSync(Protocol):
     def push(self, version: int) -> dict[str, float]: ...
@@ -107,6 +110,21 @@ def sampler_setup(cfg: RunConfig) -> tuple[str, dict[str, Any]]:
     if c.name == "weighted_sources" and "weights" not in params and sources:
         return "source", {**params, "weights": {s.label: s.weight for s in sources}}
     return c.category_field, params
+
+
+def snapshots_reference(cfg: RunConfig, index: int) -> bool:
+    """Whether RL stage ``index`` measures its KL against the policy as the SFT stage right before
+    it left it (``algo.kl.reference: after_sft`` with a KL term), rather than the reference it had.
+
+    >>> from rlft.config import load_config
+    >>> sft_then_rl = ["algo.kl.coef=0.1", "stages=[{kind: sft, steps: 5}, {kind: rl, steps: 5}]"]
+    >>> snapshots_reference(load_config(overrides=sft_then_rl), 1)
+    True
+    >>> snapshots_reference(load_config(overrides=[*sft_then_rl, "algo.kl.reference=base"]), 1)
+    False
+    """
+    kl = cfg.algo.kl
+    return kl.coef > 0 and kl.reference == "after_sft" and index > 0 and cfg.stages[index - 1].kind == "sft"
 
 
 def _category(value: Any) -> str | None:
@@ -152,17 +170,21 @@ class Driver:
         clock: Callable[[], float] = time.perf_counter,
         critic: Critic | None = None,
         stream: GroupStream | None = None,
+        reference_dir: str | None = None,
     ):
         """``critic`` (with ``cfg.critic`` set) makes the RL steps PPO with GAE advantages; the
         learner then also serves the reference log-probs of the KL penalty (``reference_logprobs``).
         ``stream`` generates and scores upcoming steps in the background; it is required with
-        ``rollout.max_staleness > 0``."""
+        ``rollout.max_staleness > 0``. ``reference_dir`` receives the policy snapshots that RL stages
+        after an SFT stage measure their KL against (``snapshots_reference``)."""
         self.cfg = cfg
         self.ppo = PPOStep(cfg, critic, learner) if critic is not None else None  # type: ignore[arg-type]
         self.engine, self.scorer, self.learner, self.weights = engine, scorer, learner, weights
         self.train_prompts, self.eval_prompts = list(train_prompts), list(eval_prompts)
         self.sft_examples = list(sft_examples)
         self.sink, self.checkpoint_dir, self.clock = sink, checkpoint_dir, clock
+        self.reference_dir = reference_dir
+        self.reference: str | None = None  # the KL reference snapshot in use; None: model.path
         field_name, params = sampler_setup(cfg)
         self.categories = [_category(p.metadata.get(field_name)) for p in self.train_prompts]
         self.sampler = build_sampler(cfg.curriculum.name, self.categories, seed=cfg.seed, params=params)
@@ -197,6 +219,8 @@ class Driver:
                 if stage.kind == "sft":
                     self.run_sft(stage, name)
                 else:
+                    if self.stage_step == 0 and snapshots_reference(self.cfg, index):
+                        self._snapshot_reference(name)
                     self.run_rl(stage, name)
                 self.stage_index, self.stage_step = index + 1, 0
             self.checkpoint()
@@ -227,6 +251,14 @@ class Driver:
             if every and (i + 1) % every == 0 and i + 1 < stage.steps:
                 self._evaluate(f"{name}_step{self.step}")
         self._evaluate(f"after_{name}")
+
+    def _snapshot_reference(self, stage_name: str) -> None:
+        """The policy as it stands becomes the KL reference, saved to ``reference_dir/<stage>``."""
+        if self.reference_dir is None:
+            raise ValueError("algo.kl.reference 'after_sft' needs a directory for the reference snapshot")
+        path = str(Path(self.reference_dir) / stage_name)
+        self.learner.set_reference(path, save=True)
+        self.reference = path
 
     def rl_step(self, stage_name: str = "rl", lr: float | None = None) -> dict[str, float]:
         """One RL step (its batch from the pipeline with ``max_staleness > 0``); returns (and logs) its metrics."""
@@ -550,6 +582,7 @@ class Driver:
             "stage_index": self.stage_index,
             "stage_step": self.stage_step,
             "consecutive_skips": self.consecutive_skips,
+            "reference": self.reference,
             "sampler": self.sampler.state_dict(),
             "sft_sampler": self.sft_sampler.state_dict() if self.sft_sampler else None,
             "evaluations": copy.deepcopy(self.summary.evaluations),
@@ -563,6 +596,7 @@ class Driver:
         self.step, self.version = state["step"], state["version"]
         self.stage_index, self.stage_step = state["stage_index"], state["stage_step"]
         self.consecutive_skips = state["consecutive_skips"]
+        self.reference = state.get("reference")  # absent in checkpoints older than the snapshots
         self.sampler.load_state_dict(state["sampler"])
         if self.sft_sampler is not None and state["sft_sampler"] is not None:
             self.sft_sampler.load_state_dict(state["sft_sampler"])
@@ -586,6 +620,10 @@ class Driver:
         if version != state["version"]:
             raise CheckpointError(f"{checkpoint}: learner version {version} != driver version {state['version']}")
         self.load_state_dict(state)
+        if self.reference is not None:
+            if not Path(self.reference).is_dir():
+                raise CheckpointError(f"{checkpoint}: its KL reference snapshot {self.reference} is gone")
+            self.learner.set_reference(self.reference)
         if self.ppo is not None:
             self.ppo.critic.load_checkpoint(str(checkpoint))
         self.summary.checkpoints = [str(p) for p in list_checkpoints(Path(checkpoint).parent, resumable=False)]

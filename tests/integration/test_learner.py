@@ -250,3 +250,26 @@ def test_lag0_mismatch_leaves_out_stale_samples_on_one_and_two_ranks(ray_session
     for key in ("logprob_mismatch_lag0_mean", "logprob_mismatch_lag0_max", "logprob_mismatch_mean",
                 "logprob_mismatch_max", "version_lag_mean", "version_lag_max"):
         assert results[2][key] == pytest.approx(results[1][key], abs=1e-5), key
+
+
+def test_set_reference_makes_the_current_policy_the_reference_on_fsdp_ranks(ray_session, tiny_model_dir, tmp_path):
+    """What an RL stage after SFT does (``set_reference(save=True)``) on the sharded (GPU) path, run
+    on CPU over gloo: the saved snapshot becomes every rank's reference, so the KL is exactly 0 at
+    the next step's start; a fresh group given the snapshot (a resume) scores with it too."""
+    batch = make_batch(5, seed=2)
+    algo = AlgoConfig(kl=KLConfig(coef=0.1))
+    learner = LearnerConfig(lr=1e-3, micro_batch_size=2)
+    snapshot = str(tmp_path / "reference")
+    with Group(ray_session, tiny_model_dir, 2, learner, algo, fsdp=True) as two:
+        two.train(batch)
+        assert min(two.call_all("ref_kl", batch.samples)) > 1e-6  # the reference is still model.path
+        two.call_all("set_reference", snapshot, save=True)
+        assert two.call_all("ref_kl", batch.samples) == [0.0, 0.0]
+        policy = two.call_all("compute_logprobs", batch.samples)
+        assert two.call_all("compute_logprobs", batch.samples, reference=True) == policy
+        assert [m["kl"] for m in two.train(batch)] == [0.0, 0.0]  # measured at the step's start
+        assert min(two.call_all("ref_kl", batch.samples)) > 1e-6  # the policy moved, the reference did not
+    with Group(ray_session, tiny_model_dir, 1, learner, algo) as resumed:
+        resumed.call("set_reference", snapshot)
+        restored = resumed.call("compute_logprobs", batch.samples, reference=True)
+    torch.testing.assert_close(torch.tensor(sum(restored, [])), torch.tensor(sum(policy[0], [])), atol=1e-5, rtol=0)

@@ -1,9 +1,10 @@
-"""Exact resume with the real runtime: run A trains 6 RL steps straight; run B trains, is killed with
-SIGKILL (its whole process tree, no clean shutdown) once its step-3 checkpoint exists, and resumes
-with ``rlft train --resume`` to step 6. B's steps 4-6 must equal A's: the same prompts, the same
-metrics, and final weights equal bitwise (CPU, fixed seeds, fp32: the learner's update, vLLM's
-seeded sampling and the weight sync are deterministic, and a checkpoint restores every bit of state
-that feeds them)."""
+"""Exact resume with the real runtime: run A trains 2 SFT steps then 7 RL steps (with a KL term)
+straight; run B trains, is killed with SIGKILL (its whole process tree, no clean shutdown) once its
+step-6 checkpoint exists, and resumes with ``rlft train --resume`` to step 9. B's steps 7-9 must equal
+A's: the same prompts, the same metrics (the KL too: the RL stage measures it against the snapshot
+of the SFT policy, which the resumed run must reload), and final weights equal bitwise (CPU, fixed
+seeds, fp32: the learner's update, vLLM's seeded sampling and the weight sync are deterministic, and
+a checkpoint restores every bit of state that feeds them)."""
 
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ def odd_digits(prompt, completion):
     return sum(c in "13579" for c in completion) / max(len(completion), 1)
 """
 RUN = [
-    "stages=[{kind: rl, steps: 6}]",
+    "stages=[{kind: sft, steps: 2, batch_size: 8}, {kind: rl, steps: 7}]",
+    "algo.kl.coef=0.1",
     "rollout.prompts_per_step=4",
     "rollout.group_size=4",
     "learner.lr=1e-3",
@@ -42,7 +44,7 @@ VOLATILE = ("time", "time/", "throughput/", "sync/seconds", "sync/load_seconds")
 
 def _rows(run_dir: Path) -> dict[int, dict]:
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return {r["step"]: r for r in rows if r.get("stage") == "rl0"}
+    return {r["step"]: r for r in rows if r.get("stage") == "rl1"}
 
 
 def _stable(row: dict) -> dict:
@@ -68,9 +70,9 @@ def test_killed_run_resumes_exactly(tmp_path):
     proc = subprocess.Popen([RLFT, "train", *RUN, "--run-dir", str(b)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, cwd=tmp_path, start_new_session=True)
     deadline = time.time() + 600
-    while not (b / "checkpoints" / "step-000003").is_dir():
-        assert proc.poll() is None, "run B ended before its step-3 checkpoint"
-        assert time.time() < deadline, "run B did not reach its step-3 checkpoint"
+    while not (b / "checkpoints" / "step-000006").is_dir():
+        assert proc.poll() is None, "run B ended before its step-6 checkpoint"
+        assert time.time() < deadline, "run B did not reach its step-6 checkpoint"
         time.sleep(0.2)
     _kill_session(proc.pid)  # SIGKILL to the driver, Ray and every actor: no clean shutdown
     proc.wait(timeout=60)
@@ -80,23 +82,26 @@ def test_killed_run_resumes_exactly(tmp_path):
     out = subprocess.run([RLFT, "train", "--resume", str(b)], capture_output=True, text=True, timeout=900,
                          cwd=tmp_path)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
-    assert "rlft: resumed from" in out.stdout and "step 3, policy version 3" in out.stdout
+    assert "rlft: resumed from" in out.stdout and "step 6, policy version 6" in out.stdout
 
     rows_a, rows_b = _rows(a), _rows(b)
-    assert sorted(rows_b) == [1, 2, 3, 4, 5, 6], f"killed at step {killed_at}; rows {sorted(rows_b)}"
-    assert [rows_b[s]["prompt_ids"] for s in range(1, 7)] == [rows_a[s]["prompt_ids"] for s in range(1, 7)]
-    for step in (4, 5, 6):
+    assert sorted(rows_b) == list(range(3, 10)), f"killed at step {killed_at}; rows {sorted(rows_b)}"
+    assert [rows_b[s]["prompt_ids"] for s in range(3, 10)] == [rows_a[s]["prompt_ids"] for s in range(3, 10)]
+    # the first RL step starts from the SFT policy, which is also its reference; then the KL grows
+    assert rows_a[3]["learner/kl"] == 0.0 and rows_a[9]["learner/kl"] > 0.0
+    assert (b / "reference" / "rl1" / "model.safetensors").is_file()
+    for step in (7, 8, 9):
         sa, sb = _stable(rows_a[step]), _stable(rows_b[step])
         assert sa.keys() == sb.keys(), step
         for key in sa:
             expected = pytest.approx(sa[key], rel=1e-6, abs=1e-9) if isinstance(sa[key], float) else sa[key]
             assert sb[key] == expected, (step, key, sa[key], sb[key])
-    wa = load_file(a / "checkpoints" / "step-000006" / "model.safetensors")
-    wb = load_file(b / "checkpoints" / "step-000006" / "model.safetensors")
+    wa = load_file(a / "checkpoints" / "step-000009" / "model.safetensors")
+    wb = load_file(b / "checkpoints" / "step-000009" / "model.safetensors")
     assert wa.keys() == wb.keys() and all(wa[k].equal(wb[k]) for k in wa), "final weights differ"
     # the resumed run also kept its earlier evaluation and wrote a complete, exportable checkpoint
     summary = json.loads((b / "summary.json").read_text())
-    assert set(summary["evaluations"]) == {"before_rl0", "after_rl0"}
+    assert set(summary["evaluations"]) == {"before_rl1", "after_rl1"}
     out = subprocess.run([RLFT, "export", str(b), str(tmp_path / "exported")], capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0, out.stderr

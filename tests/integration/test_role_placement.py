@@ -74,6 +74,36 @@ def test_a_separate_reference_actor_gives_the_learners_own_kl_and_loss(ray_sessi
     assert "reference_s" in separate[0] and "reference_s" not in own[0]
 
 
+def test_a_reference_snapshot_reaches_the_separate_actor_and_survives_its_restart(
+    ray_session, tiny_model_dir, tmp_path
+):
+    """``set_reference(save=True)`` (an RL stage after SFT): the separate reference actor then scores
+    with the policy's current weights, and a reference actor restarted by Ray reloads the snapshot
+    rather than coming back with ``model.path``."""
+    from actors.learner import LearnerWorker
+
+    samples = _batch(tiny_model_dir).samples
+    cfg = load_config(overrides=[
+        "algo.kl.coef=0.5", "learner.lr=0.05", "learner.micro_batch_size=4", "cluster.reference.placement=separate",
+        "cluster.reference.cpus=0.5", "cluster.learner.cpus=0.5",
+    ])
+    learners = LearnerGroup(cfg, tiny_model_dir, total_steps=3)
+    try:
+        base = learners.reference_logprobs(samples)
+        learners.train_step(TrainBatch(samples))  # the policy moves away from model.path
+        policy = learners.workers.call(LearnerWorker.compute_logprobs, samples)[0]
+        assert max(abs(a - b) for x, y in zip(base, policy) for a, b in zip(x, y)) > 1e-3
+        learners.set_reference(str(tmp_path / "ref"), save=True)
+        assert (tmp_path / "ref" / "model.safetensors").is_file()
+        assert learners.reference_logprobs(samples) == policy
+        assert learners.train_step(TrainBatch(samples))["kl"] == 0.0  # reference == policy at the step start
+        learners.reference.kill(0, no_restart=False)  # Ray restarts it from its constructor (model.path)
+        assert learners.reference_logprobs(samples) == policy
+        assert learners.reference.restarts == 1
+    finally:
+        learners.shutdown()
+
+
 def test_colocated_rollout_and_learner_share_bundles_and_still_sync(ray_session, tiny_model_dir):
     cfg = load_config(overrides=[
         "cluster.colocate=true", "cluster.rollout.cpus=0.5", "cluster.learner.cpus=0.5",

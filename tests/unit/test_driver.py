@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from rlft.config import load_config
+from rlft.checkpointing import CheckpointError
 from rlft.driver import Driver, RewardFailureError
 from rlft.types import Prompt, Rollout, SamplingSettings, Scores, TrainBatch, TrainSample
 
@@ -63,6 +64,12 @@ class FakeLearner:
         self.calls.append("load")
         return int(Path(path, "trainer_state", "learner.txt").read_text())
 
+    def set_reference(self, path, *, save=False):
+        """Records the reference; a save writes a stand-in snapshot directory."""
+        self.calls.append("snapshot_reference" if save else "load_reference")
+        if save:
+            Path(path).mkdir(parents=True, exist_ok=True)
+
 
 class FakeSync:
     def __init__(self, calls: Calls, engine: FakeEngine):
@@ -83,7 +90,7 @@ class Sink:
         self.rows.append((step, dict(metrics)))
 
 
-def make(overrides, reward=lambda r: float(r.completion_ids[0] % 2), sft=False, ckpt=None):
+def make(overrides, reward=lambda r: float(r.completion_ids[0] % 2), sft=False, ckpt=None, reference_dir=None):
     cfg = load_config(overrides=["rollout.prompts_per_step=3", "rollout.group_size=4", *overrides])
     calls = Calls()
     engine = FakeEngine(calls)
@@ -93,7 +100,7 @@ def make(overrides, reward=lambda r: float(r.completion_ids[0] % 2), sft=False, 
     driver = Driver(
         cfg, engine=engine, scorer=FakeScorer(calls, reward), learner=learner,
         weights=FakeSync(calls, engine), train_prompts=prompts, eval_prompts=prompts[:2],
-        sft_examples=examples, sink=Sink(), checkpoint_dir=ckpt,
+        sft_examples=examples, sink=Sink(), checkpoint_dir=ckpt, reference_dir=reference_dir,
     )
     return driver, calls, engine, learner
 
@@ -389,3 +396,55 @@ def test_dynamic_sampling_trains_on_what_it_has_when_rounds_run_out():
     metrics = driver.rl_step()
     assert metrics["sampling/rounds"] == 1.0 and metrics["sampling/groups_short"] == 3.0
     assert metrics["batch/skipped"] == 1.0 and not learner.batches  # nothing to train on, no crash
+
+
+def _stages(*kinds):
+    return "stages=[" + ", ".join(f"{{kind: {k}, steps: 2, batch_size: 2}}" for k in kinds) + "]"
+
+
+@pytest.mark.parametrize(
+    "kinds, overrides, snapshots",
+    [
+        (("sft", "rl"), [], ["rl1"]),
+        (("sft", "rl", "rl"), [], ["rl1"]),  # the second RL stage keeps the first one's reference
+        (("sft", "rl", "sft", "rl"), [], ["rl1", "rl3"]),
+        (("rl", "rl"), [], []),  # no SFT before: model.path stays the reference
+        (("sft", "rl"), ["algo.kl.reference=base"], []),
+        (("sft", "rl"), ["algo.kl.coef=0"], []),  # no KL term, no reference model at all
+    ],
+)
+def test_an_rl_stage_after_sft_measures_its_kl_against_the_sft_policy(tmp_path, kinds, overrides, snapshots):
+    driver, calls, _, _ = make([_stages(*kinds), "algo.kl.coef=0.1", "evaluation.pass_k=0", *overrides],
+                               sft=True, reference_dir=str(tmp_path))
+    driver.run()
+    assert calls.count("snapshot_reference") == len(snapshots) and "load_reference" not in calls
+    assert sorted(p.name for p in tmp_path.iterdir()) == snapshots
+    if snapshots:  # taken after the SFT stage's last step and sync, before the RL stage's first step
+        first = calls.index("snapshot_reference")
+        assert calls[first - 2:first] == ["sft_step", "sync"] and "train_step" not in calls[:first]
+        assert driver.reference == str(tmp_path / snapshots[-1]) == driver.state_dict()["reference"]
+
+
+def test_a_resumed_rl_stage_reloads_its_reference_snapshot_and_takes_no_new_one(tmp_path):
+    overrides = [_stages("sft", "rl"), "algo.kl.coef=0.1", "evaluation.pass_k=0", "checkpoint.every=3"]
+    first, _, _, _ = make(overrides, sft=True, ckpt=str(tmp_path / "ckpt"), reference_dir=str(tmp_path / "ref"))
+    first.learner.train_step = _interrupt_after(first.learner.train_step, calls=4)  # dies in RL step 2
+    with pytest.raises(KeyboardInterrupt):
+        first.run()
+    resumed, calls, _, _ = make(overrides, sft=True, ckpt=str(tmp_path / "ckpt"), reference_dir=str(tmp_path / "ref"))
+    resumed.restore(tmp_path / "ckpt" / "step-000003")
+    assert resumed.reference == str(tmp_path / "ref" / "rl1")
+    assert calls[:3] == ["load", "load_reference", "sync"]
+    resumed.run()
+    assert "snapshot_reference" not in calls
+
+    (tmp_path / "ref" / "rl1").rmdir()
+    gone, _, _, _ = make(overrides, sft=True, ckpt=str(tmp_path / "ckpt"), reference_dir=str(tmp_path / "ref"))
+    with pytest.raises(CheckpointError, match="reference snapshot .* is gone"):
+        gone.restore(tmp_path / "ckpt" / "step-000003")
+
+
+def test_a_snapshot_without_a_reference_directory_fails_clearly():
+    driver, _, _, _ = make([_stages("sft", "rl"), "algo.kl.coef=0.1", "evaluation.pass_k=0"], sft=True)
+    with pytest.raises(ValueError, match="directory for the reference snapshot"):
+        driver.run()
