@@ -431,8 +431,10 @@ class Driver:
         )
 
     def evaluate(self) -> dict[str, float]:
-        """Greedy accuracy (mean reward of one greedy completion per held-out prompt) and pass@k
-        (fraction of prompts with at least one of k sampled completions rewarded > 0)."""
+        """Greedy accuracy (mean reward of one greedy completion per held-out prompt), pass@k
+        (fraction of prompts with at least one of k sampled completions rewarded > 0) and mean@k
+        (mean reward of those k samples: the held-out counterpart of the training reward, with k
+        times the samples of the greedy accuracy). Failed rewards count as 0."""
         ev = self.cfg.evaluation
         prompts = self.eval_prompts[: ev.num_prompts] if ev.num_prompts else self.eval_prompts
         if not prompts:
@@ -446,8 +448,10 @@ class Driver:
         }
         if ev.pass_k:
             sampled = self.engine.generate(prompts, self.sampling(-2, n=ev.pass_k, temperature=ev.temperature))
-            solved = {r.group_id for r, s in zip(sampled, Scores.of(self.scorer.score(sampled)).totals) if s and s > 0}
+            totals = Scores.of(self.scorer.score(sampled)).totals
+            solved = {r.group_id for r, s in zip(sampled, totals) if s and s > 0}
             out[f"eval/pass@{ev.pass_k}"] = len(solved) / len(prompts)
+            out[f"eval/mean@{ev.pass_k}"] = sum(s or 0.0 for s in totals) / len(totals)
         return out
 
     # ------------------------------------------------------------------------------------------

@@ -203,6 +203,7 @@ def test_evaluation_and_checkpoint_cadence(tmp_path):
     assert "eval/pass@2" in summary.evaluations["after_rl0"]
     # pass@2: completions 0 and 1 -> one of them is rewarded 1 -> every prompt solved
     assert summary.evaluations["after_rl0"]["eval/pass@2"] == 1.0
+    assert summary.evaluations["after_rl0"]["eval/mean@2"] == 0.5  # rewards 0 and 1 for every prompt
     # written under step-N.tmp, then renamed into place
     assert [p.rsplit("-", 1)[1] for p in learner.saved] == ["000002.tmp", "000004.tmp", "000005.tmp"]
     assert [p.rsplit("-", 1)[1] for p in summary.checkpoints] == ["000004", "000005"]
@@ -448,3 +449,18 @@ def test_a_snapshot_without_a_reference_directory_fails_clearly():
     driver, _, _, _ = make([_stages("sft", "rl"), "algo.kl.coef=0.1", "evaluation.pass_k=0"], sft=True)
     with pytest.raises(ValueError, match="directory for the reference snapshot"):
         driver.run()
+
+
+def test_evaluation_golden_accuracy_pass_at_k_and_mean_at_k():
+    """Two held-out prompts, 4 samples each (completion tokens 0..3), greedy completion token 0.
+    p0 is rewarded only for token 3, p1's reward fails for token 2 (counted as 0) and is 0 otherwise:
+    accuracy 0, pass@4 = 1/2 (p0 solved once), mean@4 = 1/8."""
+    def reward(r):
+        if r.prompt_id == "p1" and r.completion_ids[0] == 2:
+            return None
+        return float(r.prompt_id == "p0" and r.completion_ids[0] == 3)
+
+    driver, _, _, _ = make(["evaluation.pass_k=4"], reward=reward)
+    out = driver.evaluate()
+    assert out == {"eval/accuracy": 0.0, "eval/failed_rewards": 0.0, "eval/prompts": 2.0,
+                   "eval/pass@4": 0.5, "eval/mean@4": 0.125}
