@@ -27,8 +27,10 @@ import os
 import re
 import secrets
 import shlex
+import signal
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -284,6 +286,28 @@ def wait_terminal(client: Any, job_id: str, timeout_s: float | None = None, ever
         time.sleep(every_s)
 
 
+@contextmanager
+def _ctrl_c_raises() -> Iterator[None]:
+    """Ctrl-C raises ``KeyboardInterrupt`` inside the block, also under ``asyncio.run``.
+
+    Since Python 3.11 ``asyncio.run`` turns the first Ctrl-C into a cancellation of its task, and
+    the job server's websocket client can absorb that cancellation and simply end its log stream:
+    ``follow`` would then go on waiting for the job to finish instead of detaching. A handler of
+    our own keeps asyncio from installing its handler (it only replaces Python's default one)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def follow(client: Any, job_id: str, out: Any = sys.stdout) -> str:
     """Stream the job's log until it ends; its final status. The job server's websocket tail is
     used; if it breaks, the log is polled (printing what is new)."""
@@ -297,7 +321,8 @@ def follow(client: Any, job_id: str, out: Any = sys.stdout) -> str:
             printed += len(chunk)
 
     try:
-        asyncio.run(tail())
+        with _ctrl_c_raises():
+            asyncio.run(tail())
     except Exception as err:  # the websocket broke (proxy, network): the job goes on
         print(f"rlft: log stream interrupted ({type(err).__name__}: {err}); polling the log", file=sys.stderr)
         while True:

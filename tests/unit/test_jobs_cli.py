@@ -313,3 +313,42 @@ def test_rays_message_drops_its_copy_of_the_log():
 
     assert jobs.ray_message(Info()) == "Job entrypoint command failed with exit code 2"
     assert jobs.last_lines("a\n\nb\nc\n\n", 2) == ["b", "c"]
+
+
+class _AbsorbingLogServer:
+    """A job server whose log stream ends quietly when its task is cancelled (as a websocket client
+    may) and whose job never ends: ``follow`` must not wait for it after a Ctrl-C."""
+
+    def __init__(self):
+        self.polls = 0
+
+    async def tail_job_logs(self, job_id):
+        import asyncio
+
+        try:
+            while True:
+                yield "step\n"
+                await asyncio.sleep(0.01)
+        except asyncio.CancelledError:
+            return
+
+    def get_job_info(self, job_id):
+        self.polls += 1
+        assert self.polls < 3, "follow went on waiting for the job after Ctrl-C"
+        return type("Info", (), {"status": "RUNNING"})()
+
+
+def test_ctrl_c_while_following_detaches_even_when_the_log_stream_absorbs_the_cancellation():
+    import io
+    import signal
+
+    server = _AbsorbingLogServer()
+    timer = threading.Timer(0.3, signal.raise_signal, (signal.SIGINT,))
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            jobs.follow(server, "rlft-job", out=io.StringIO())
+    finally:
+        timer.cancel()
+    assert server.polls == 0
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
