@@ -14,7 +14,7 @@ RL_STEPS = 300
 COMMON = ["evaluation.num_prompts=500", "evaluation.pass_k=8", "checkpoint.keep_last=1"]  # as conftest.Learning reads
 
 
-def test_ppo_raises_held_out_accuracy_and_the_critic_explains_the_returns(sft_checkpoint, tmp_path, learned):
+def test_ppo_raises_held_out_accuracy_and_the_critic_tracks_the_returns(sft_checkpoint, tmp_path, learned):
     cfg = load_config(EXAMPLE, [f"model.path={sft_checkpoint}", f"stages=[{{kind: rl, steps: {RL_STEPS}}}]",
                                 *COMMON])
     summary = train(cfg, tmp_path, quiet=True)
