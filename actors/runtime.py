@@ -124,9 +124,8 @@ class RolloutGroup:
         results = self.workers.call_each_retrying(
             RolloutWorker.generate, per_rank, on_restart=self.on_restart
         )
-        if self.colocated:
-            self.workers.call(RolloutWorker.sleep)
-            self.asleep = True
+        if self.colocated:  # True only where the engines could sleep (not on CPU: no sleep mode)
+            self.asleep = any(self.workers.call(RolloutWorker.sleep))
         by_group: dict[int, list[Rollout]] = {}
         for rollouts in results:
             for r in rollouts:

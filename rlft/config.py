@@ -567,8 +567,9 @@ class StageConfig(Section):
     """Learner steps in this stage."""
     name: str | None = None
     """Label in logs and metrics; defaults to ``<kind><index>``."""
-    lr: Positive | None = None
-    """Peak learning rate of this stage; None uses ``learner.lr``."""
+    lr: NonNegative | None = None
+    """Peak learning rate of this stage; None uses ``learner.lr``. 0 freezes the policy while
+    everything else runs (generation, rewards, learner passes, weight syncs): a control run."""
     batch_size: Annotated[int, Field(ge=1)] = 64
     """SFT only: examples per step (RL steps use rollout.prompts_per_step x group_size)."""
 

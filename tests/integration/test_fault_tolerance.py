@@ -32,7 +32,7 @@ from rlft.types import Prompt, Rollout, SamplingSettings, TrainBatch, TrainSampl
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 TEXTS = ["12+34=", "7*8=", "hello ", "99-9=", "ab", "x+y="]
-PROMPT_BOUND_S = 60.0  # "at once" for a dead worker: far below the call's own length (minutes)
+HANG_GUARD_S = 300.0  # a generous bound on a wait that should end in seconds; the assertions are not timings
 
 
 def _pid(_actor_self) -> int:
@@ -123,11 +123,12 @@ def test_group_reissues_only_the_lost_rank_and_restores_it(ray_session):
         assert g.call_each_retrying(Sleeper.work, [(7,), (8,)])[1] == (1, 8, "fresh")  # no hook given
         assert g.restarts_by_rank == [1, 2]
         _kill(g, 1)  # none left
-        start = time.monotonic()
         with pytest.raises(WorkerDiedError, match="sleeper worker rank 1 died") as err:
-            g.call_each_retrying(Sleeper.work, [(9,), (10,)], seconds=PROMPT_BOUND_S * 2)
+            g.call_each_retrying(Sleeper.work, [(9,), (10,)], seconds=3600.0)
         assert (err.value.role, err.value.rank) == ("sleeper", 1)
-        assert time.monotonic() - start < PROMPT_BOUND_S  # not after rank 0's long call
+        # raised while rank 0's hour-long call still runs: its next call is still queued behind it
+        ready, _ = ray_session.wait([g.actors[0].count.remote()], timeout=2.0)
+        assert ready == []
 
 
 # ------------------------------------------------------------------------------ rollouts
@@ -232,11 +233,11 @@ def test_dead_learner_rank_is_reported_while_its_peer_waits(runtime, tiny_model_
         for i in range(4)
     ])
     _kill(learners.workers, 1)
-    start = time.monotonic()
+    # the dead rank is named, not rank 0 (which fails in its collective, or waits in it): the group
+    # reports the first death it sees; a wait for every rank would hang on the gloo timeout instead
     with pytest.raises(WorkerDiedError, match="learner worker rank 1 died") as err:
         learners.train_step(batch)
     assert (err.value.role, err.value.rank) == ("learner", 1)
-    assert time.monotonic() - start < PROMPT_BOUND_S
 
 
 # ------------------------------------------------------------------------------ rewards
@@ -247,6 +248,8 @@ REWARDS = textwrap.dedent(
 
     def slow_length(prompt, completion):
         time.sleep(0.25)
+        with open({log!r}, "a") as f:  # one line per sample scored
+            f.write("x\\n")
         return float(len(completion))
     """
 )
@@ -254,7 +257,7 @@ REWARDS = textwrap.dedent(
 
 def _reward_group(tmp_path, max_restarts: int) -> RewardGroup:
     path = tmp_path / "slow_rewards.py"
-    path.write_text(REWARDS)
+    path.write_text(REWARDS.format(log=str(tmp_path / "scored.log")))
     cfg = load_config(
         overrides=[
             "reward.num_workers=2",
@@ -294,16 +297,16 @@ def test_no_restarts_dead_reward_worker_fails_the_call_at_once(ray_session, tmp_
     try:
         group.score(_rollouts(2))
         pid = _pid_of(group.workers, 1)
-        # rank 0's share alone would take 240 x 0.25 s = 60 s
+        # rank 0's share alone takes 240 x 0.25 s = 60 s
         thread, box = _in_thread(group.score, _rollouts(480))
         time.sleep(1.0)
         os.kill(pid, signal.SIGKILL)
-        start = time.monotonic()
-        thread.join(PROMPT_BOUND_S)
+        thread.join(HANG_GUARD_S)
         assert not thread.is_alive(), "the call still waits for rank 0 although rank 1 is dead"
+        scored = len((tmp_path / "scored.log").read_text().splitlines()) - 2  # less the warm-up's
         err = box.get("error")
         assert isinstance(err, WorkerDiedError), err
         assert (err.role, err.rank) == ("reward", 1) and "reward worker rank 1 died" in str(err)
-        assert time.monotonic() - start < PROMPT_BOUND_S
+        assert scored < 240, f"the error came after rank 0 had scored its whole share ({scored} samples)"
     finally:
         group.shutdown()

@@ -4,7 +4,11 @@ step-6 checkpoint exists, and resumes with ``rlft train --resume`` to step 9. B'
 A's: the same prompts, the same metrics (the KL too: the RL stage measures it against the snapshot
 of the SFT policy, which the resumed run must reload), and final weights equal bitwise (CPU, fixed
 seeds, fp32: the learner's update, vLLM's seeded sampling and the weight sync are deterministic, and
-a checkpoint restores every bit of state that feeds them)."""
+a checkpoint restores every bit of state that feeds them).
+
+Twice: GRPO with the KL in the loss, and PPO with a learned critic (its warm-up, its value model and
+optimizer, GAE over KL-penalised token rewards with the adaptive KL coefficient), whose critic
+weights must also come back bitwise."""
 
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+import torch
 from safetensors.torch import load_file
 
 RLFT = str(Path(sys.executable).parent / "rlft")
@@ -27,7 +32,6 @@ def odd_digits(prompt, completion):
 """
 RUN = [
     "stages=[{kind: sft, steps: 2, batch_size: 8}, {kind: rl, steps: 7}]",
-    "algo.kl.coef=0.1",
     "rollout.prompts_per_step=4",
     "rollout.group_size=4",
     "learner.lr=1e-3",
@@ -40,6 +44,9 @@ RUN = [
     "logging.progress=lines",
 ]
 VOLATILE = ("time", "time/", "throughput/", "sync/seconds", "sync/load_seconds")
+GRPO = ["algo.kl.coef=0.1"]
+PPO = ["critic={lr: 1.0e-3, warmup_steps: 2, epochs: 2, micro_batch_size: 8}",
+       "algo.kl={coef: 0.1, placement: reward, estimator: k1, target: 0.5, horizon: 100}"]
 
 
 def _rows(run_dir: Path) -> dict[int, dict]:
@@ -60,14 +67,16 @@ def _kill_session(sid: int) -> None:
             pass
 
 
-def test_killed_run_resumes_exactly(tmp_path):
+@pytest.mark.parametrize("algo", ["grpo", "ppo"])
+def test_killed_run_resumes_exactly(tmp_path, algo):
+    run = [*RUN, *(GRPO if algo == "grpo" else PPO)]
     (tmp_path / "my_rewards.py").write_text(REWARD)
     a, b = tmp_path / "a", tmp_path / "b"
-    out = subprocess.run([RLFT, "train", *RUN, "--run-dir", str(a)], capture_output=True, text=True,
+    out = subprocess.run([RLFT, "train", *run, "--run-dir", str(a)], capture_output=True, text=True,
                          timeout=900, cwd=tmp_path)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
 
-    proc = subprocess.Popen([RLFT, "train", *RUN, "--run-dir", str(b)], stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen([RLFT, "train", *run, "--run-dir", str(b)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, cwd=tmp_path, start_new_session=True)
     deadline = time.time() + 600
     while not (b / "checkpoints" / "step-000006").is_dir():
@@ -82,13 +91,20 @@ def test_killed_run_resumes_exactly(tmp_path):
     out = subprocess.run([RLFT, "train", "--resume", str(b)], capture_output=True, text=True, timeout=900,
                          cwd=tmp_path)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
-    assert "rlft: resumed from" in out.stdout and "step 6, policy version 6" in out.stdout
+    # versions: 2 SFT steps, then one per RL step (PPO: after its 2 critic-only warm-up steps)
+    version = 6 if algo == "grpo" else 4
+    assert "rlft: resumed from" in out.stdout and f"step 6, policy version {version}" in out.stdout
 
     rows_a, rows_b = _rows(a), _rows(b)
     assert sorted(rows_b) == list(range(3, 10)), f"killed at step {killed_at}; rows {sorted(rows_b)}"
     assert [rows_b[s]["prompt_ids"] for s in range(3, 10)] == [rows_a[s]["prompt_ids"] for s in range(3, 10)]
     # the first RL step starts from the SFT policy, which is also its reference; then the KL grows
-    assert rows_a[3]["learner/kl"] == 0.0 and rows_a[9]["learner/kl"] > 0.0
+    if algo == "grpo":
+        assert rows_a[3]["learner/kl"] == 0.0 and rows_a[9]["learner/kl"] > 0.0
+    else:  # measured on the engine's samples: the same weights up to the engine's numerics
+        assert abs(rows_a[3]["ppo/kl"]) < 1e-3
+        assert [rows_a[s].get("critic/warmup", 0.0) for s in (3, 4, 5)] == [1.0, 1.0, 0.0]
+        assert rows_a[9]["ppo/kl_coef"] != 0.1  # the adaptive coefficient moved, and resumed where it was
     assert (b / "reference" / "rl1" / "model.safetensors").is_file()
     for step in (7, 8, 9):
         sa, sb = _stable(rows_a[step]), _stable(rows_b[step])
@@ -99,6 +115,9 @@ def test_killed_run_resumes_exactly(tmp_path):
     wa = load_file(a / "checkpoints" / "step-000009" / "model.safetensors")
     wb = load_file(b / "checkpoints" / "step-000009" / "model.safetensors")
     assert wa.keys() == wb.keys() and all(wa[k].equal(wb[k]) for k in wa), "final weights differ"
+    if algo == "ppo":
+        ca, cb = (torch.load(r / "checkpoints" / "step-000009" / "critic" / "value_model.pt") for r in (a, b))
+        assert ca.keys() == cb.keys() and all(ca[k].equal(cb[k]) for k in ca), "final critic weights differ"
     # the resumed run also kept its earlier evaluation and wrote a complete, exportable checkpoint
     summary = json.loads((b / "summary.json").read_text())
     assert set(summary["evaluations"]) == {"before_rl1", "after_rl1"}

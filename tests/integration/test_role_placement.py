@@ -8,6 +8,7 @@ import ray
 import torch
 
 from actors.group import PlacementError, WorkerGroup
+from actors.rollout import RolloutWorker
 from actors.runtime import Colocation, LearnerGroup, RolloutGroup, WeightPush
 from rlft.checkpointing import CheckpointError
 from rlft.config import load_config
@@ -120,7 +121,9 @@ def test_colocated_rollout_and_learner_share_bundles_and_still_sync(ray_session,
         push = WeightPush(learners, rollouts)
         prompt = [Prompt("p0", [1, 5, 6, 7], "x")]
         before = rollouts.generate(prompt, SamplingSettings(n=1, max_new_tokens=6, temperature=0))
-        assert rollouts.asleep  # after sampling the engines make room for the learner (no-op on CPU)
+        # after sampling the engines are asked to make room for the learner; on CPU vLLM has no
+        # sleep mode, so they report that they stayed awake and the group does not wait for a wake-up
+        assert rollouts.asleep is False and rollouts.workers.call(RolloutWorker.sleep) == [False]
         learners.train_step(_batch(tiny_model_dir))
         push.push(1)
         assert not rollouts.asleep and rollouts.versions() == [1]

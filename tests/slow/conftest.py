@@ -1,7 +1,7 @@
 """The slow tier's shared start and its learning criteria.
 
 Every RL run starts from one SFT-warmed checkpoint of the built-in task (``sft_checkpoint``) and is
-judged by ``learned`` on three measures:
+judged (``rl`` runs it, ``Learning`` judges it) on three measures:
 
 * ``eval/mean@8`` on the 500 held-out prompts: the mean reward of 8 sampled completions per prompt
   (4,000 samples, standard error ~0.005) must rise by at least ``MIN_SAMPLED_GAIN``;
@@ -9,6 +9,11 @@ judged by ``learned`` on three measures:
   exceed its average over the first 50 by at least ``MIN_SAMPLED_GAIN``;
 * greedy held-out accuracy (500 prompts, one completion each) must not fall by more than
   ``MAX_GREEDY_DROP``.
+
+Two controls bound these measures from both sides (``test_grpo_learns.py``): with the learning rate
+at 0 (everything else runs) the held-out measures come back exactly equal, because evaluation samples
+with fixed seeds, and the training reward's trend stays inside ``MIN_SAMPLED_GAIN``; with the
+advantages' sign flipped the measures fall.
 
 Why these and not a large greedy gain: the SFT checkpoint is a different model on machines whose
 CPUs take other kernel paths (fp32 rounding differs, and 1,000 steps at a constant learning rate
@@ -28,41 +33,53 @@ import pytest
 
 from launch.cli import EMBEDDED
 from launch.train import train
-from rlft.config import load_config
+from rlft.config import RunConfig, load_config
 
 SFT_STEPS = 1000
+RL_STEPS = 300
 K = 8
-COMMON = ["evaluation.num_prompts=500", f"evaluation.pass_k={K}", "checkpoint.keep_last=1"]  # as the RL runs
+COMMON = ["evaluation.num_prompts=500", f"evaluation.pass_k={K}", "checkpoint.keep_last=1"]
 MIN_SAMPLED_GAIN = 0.02
 MAX_GREEDY_DROP = 0.02
 WINDOW = 50
 
 
 @pytest.fixture(scope="session")
-def sft_checkpoint(tmp_path_factory) -> str:
-    """The embedded default's SFT stage alone (1000 steps): the policy every RL test starts from."""
-    run_dir = tmp_path_factory.mktemp("sft")
-    cfg = load_config(EMBEDDED, [f"stages=[{{kind: sft, steps: {SFT_STEPS}, batch_size: 64, lr: 3.0e-3}}]", *COMMON])
-    summary = train(cfg, run_dir, quiet=True)
-    return summary.checkpoints[-1]
+def sft_checkpoint(run_once, ray_session) -> str:
+    """The embedded default's SFT stage alone (1000 steps): the policy every RL test starts from,
+    built once per test run (on whichever worker asks first) in the run's shared Ray."""
+
+    def build(run_dir: Path) -> str:
+        cfg = load_config(EMBEDDED, [f"stages=[{{kind: sft, steps: {SFT_STEPS}, batch_size: 64, lr: 3.0e-3}}]",
+                                     *COMMON])
+        return train(cfg, run_dir, quiet=True).checkpoints[-1]
+
+    return run_once("sft", build)
 
 
 class Learning:
     """What one RL stage did: held-out measures before and after, and the training reward's trend.
-    The RL runs evaluate with ``COMMON`` (500 held-out prompts, ``pass_k`` 8)."""
+    The held-out measures of one policy are reproducible: evaluation samples with fixed seeds."""
 
     MIN_GAIN = MIN_SAMPLED_GAIN
 
-    def __init__(self, summary: Any, run_dir: Path, stage: str = "rl0"):
+    def __init__(self, summary: Any, run_dir: Path, cfg: RunConfig, stage: str = "rl0"):
+        self.summary, self.run_dir, self.cfg = summary, run_dir, cfg
         self.before, self.after = summary.evaluations[f"before_{stage}"], summary.evaluations[f"after_{stage}"]
         rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
         self.rows = [r for r in rows if r.get("stage") == stage]
-        rewards = [r["reward/mean"] for r in self.rows if "reward/mean" in r]
+        self.rewards = rewards = [r["reward/mean"] for r in self.rows if "reward/mean" in r]
+        assert len(rewards) >= 2 * WINDOW, f"{len(rewards)} RL steps: the trend needs two windows of {WINDOW}"
         self.train_first = sum(rewards[:WINDOW]) / WINDOW
         self.train_last = sum(rewards[-WINDOW:]) / WINDOW
 
     def gain(self, key: str) -> float:
         return self.after[key] - self.before[key]
+
+    @property
+    def trend(self) -> float:
+        """The training reward over the last ``WINDOW`` steps minus the first ``WINDOW``."""
+        return self.train_last - self.train_first
 
     def __str__(self) -> str:
         return (f"greedy accuracy {self.before['eval/accuracy']:.3f} -> {self.after['eval/accuracy']:.3f}, "
@@ -72,11 +89,18 @@ class Learning:
     def assert_learned(self, what: str) -> None:
         print(f"{what}: {self}")
         assert self.gain(f"eval/mean@{K}") >= MIN_SAMPLED_GAIN, f"{what} did not raise held-out mean@{K}: {self}"
-        assert self.train_last - self.train_first >= MIN_SAMPLED_GAIN, f"{what}: the training reward did not rise: {self}"
+        assert self.trend >= MIN_SAMPLED_GAIN, f"{what}: the training reward did not rise: {self}"
         assert self.gain("eval/accuracy") >= -MAX_GREEDY_DROP, f"{what} lowered greedy held-out accuracy: {self}"
 
 
 @pytest.fixture
-def learned() -> Callable[[Any, Path], Learning]:
-    """``learned(summary, run_dir)``: the ``Learning`` of a finished run's RL stage."""
-    return Learning
+def rl(sft_checkpoint) -> Callable[..., Learning]:
+    """``rl(config, run_dir, *overrides, steps=RL_STEPS)``: one RL stage of ``config`` (a YAML path)
+    from the shared SFT checkpoint, evaluated with ``COMMON``, returned as its ``Learning``."""
+
+    def run(config: Path, run_dir: Path, *overrides: str, steps: int = RL_STEPS) -> Learning:
+        cfg = load_config(config, [f"model.path={sft_checkpoint}", f"stages=[{{kind: rl, steps: {steps}}}]",
+                                   *COMMON, *overrides])
+        return Learning(train(cfg, run_dir, quiet=True), run_dir, cfg)
+
+    return run

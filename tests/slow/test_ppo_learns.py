@@ -6,19 +6,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from launch.train import train
-from rlft.config import load_config
-
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "ppo.yaml"
-RL_STEPS = 300
-COMMON = ["evaluation.num_prompts=500", "evaluation.pass_k=8", "checkpoint.keep_last=1"]  # as conftest.Learning reads
 
 
-def test_ppo_raises_held_out_accuracy_and_the_critic_tracks_the_returns(sft_checkpoint, tmp_path, learned):
-    cfg = load_config(EXAMPLE, [f"model.path={sft_checkpoint}", f"stages=[{{kind: rl, steps: {RL_STEPS}}}]",
-                                *COMMON])
-    summary = train(cfg, tmp_path, quiet=True)
-    learning = learned(summary, tmp_path)
+def test_ppo_raises_held_out_accuracy_and_the_critic_tracks_the_returns(rl, tmp_path):
+    learning = rl(EXAMPLE, tmp_path)
     ev = [r["critic/explained_variance"] for r in learning.rows]
     late = learning.rows[-100:]
     values = sum(r["critic/values_mean"] for r in late) / len(late)

@@ -211,7 +211,11 @@ def test_plugin_registers_a_loss_checked_like_builtins(tmp_path):
     cfg_path.write_text(f"plugins: [plugins/my_losses.py]\nalgo: {{loss: {{name: {name}}}}}\n")
     cfg = load_config(cfg_path, ["algo.loss.params.beta=2"])
     assert cfg.algo.loss.params == {"beta": 2.0}
-    assert load_config(cfg_path) == load_config(cfg_path)  # a second import does not re-register
+    from rlft.algorithms import POLICY_LOSSES
+
+    registered = POLICY_LOSSES.get(name)
+    assert load_config(cfg_path).algo.loss.name == name  # loading again imports the plugin once:
+    assert POLICY_LOSSES.get(name) is registered and POLICY_LOSSES.names().count(name) == 1  # no re-registration
     msg = _error(["algo.loss.params.betta=2"], path=cfg_path)
     assert f"unknown parameter 'betta' for policy loss '{name}' (did you mean 'beta'?)" in msg
 

@@ -120,7 +120,11 @@ def test_rl_step_runs_the_phases_in_order_and_advances_versions():
     assert [(m["version"], m["sync/bytes"], "learner/loss" in m, "reward/mean" in m) for m in logged] == [
         (1.0, 10.0, True, True), (2.0, 10.0, True, True)]
     batch = learner.batches[0][0]
-    assert len(batch) == 12 and batch.samples[0].advantages  # 3 prompts x 4 completions
+    assert len(batch) == 12  # 3 prompts x 4 completions
+    # GRPO over each group's rewards 0, 1, 0, 1: (r - 0.5) / sqrt(1/3) (unbiased std) on every token
+    for sample in batch.samples:
+        expected = 0.5 / (1 / 3) ** 0.5 * (1 if sample.completion_ids[0] % 2 else -1)
+        assert sample.advantages == pytest.approx([expected] * len(sample.completion_ids), abs=1e-5)
     assert set(summary.evaluations) == {"before_rl0", "after_rl0"}
     # rewards alternate 0, 1 within each group: accuracy of greedy completion 0 is 0
     assert summary.evaluations["after_rl0"]["eval/accuracy"] == 0.0
@@ -180,7 +184,7 @@ def test_a_scorer_may_return_scores_whose_metrics_and_errors_reach_the_log(caplo
 @pytest.mark.parametrize("failing, limit, stops", [(2, 0.5, False), (3, 0.5, True), (4, 1.0, False), (1, 0.0, True)])
 def test_a_step_stops_the_run_only_past_the_failure_rate_limit(failing, limit, stops):
     # group size 4: completions 0..failing-1 of every prompt fail -> failed fraction = failing / 4
-    driver, calls, _, _ = make(
+    driver, calls, _, learner = make(
         ["stages=[{kind: rl, steps: 1}]", f"reward.max_failure_rate={limit}"],
         reward=lambda r: None if r.completion_ids[0] < failing else 1.0,
     )
@@ -190,6 +194,12 @@ def test_a_step_stops_the_run_only_past_the_failure_rate_limit(failing, limit, s
         assert "train_step" not in calls
     else:
         driver.rl_step()
+        logged = driver.sink.rows[-1][1]
+        assert logged["batch/failed_rewards"] == 3 * failing and logged["batch/rollouts"] == 12
+        if failing < 4:  # the step trains on the samples that were scored
+            assert [len(b[0]) for b in learner.batches] == [3 * (4 - failing)] and "sync" in calls
+        else:  # nothing scored: the step is skipped, the policy stays
+            assert learner.batches == [] and logged["batch/skipped"] == 1.0 and "sync" not in calls
 
 
 def test_evaluation_and_checkpoint_cadence(tmp_path):

@@ -101,9 +101,20 @@ def test_the_critic_warms_up_alone_then_both_train_each_step():
     rows = [m for _, m in driver.sink.rows if m.get("stage") == "rl0"]
     assert [m.get("critic/warmup", 0.0) for m in rows] == [1.0, 1.0, 0.0, 0.0]
     assert all("critic/value_loss" in m and "critic/explained_variance" in m for m in rows)
-    # returns are the outcome (1.0) everywhere; the advantages the policy saw are R - V, whitened
+    # returns are the outcome (1.0) everywhere; the advantages the policy saw are R - V, whitened:
+    # after the two warm-up steps V = 0.75 on every token (0 -> 0.5 -> 0.75), so R - V = 0.25 everywhere
+    # and whitened 0 (the unwhitened 0.25: the next test)
     assert all(r == 1.0 for s in critic.batches[0].samples for r in s.returns)
-    assert learner.batches[0][0].samples[0].returns is not None
+    first = learner.batches[0][0].samples
+    assert [a for s in first for a in s.advantages] == [0.0] * sum(len(s.completion_ids) for s in first)
+    assert all(s.returns == [1.0] * len(s.completion_ids) for s in first)
+
+
+def test_unwhitened_advantages_are_the_returns_minus_the_values():
+    driver, _, learner, _ = make_ppo(["stages=[{kind: rl, steps: 3}]", "critic.whiten_advantages=false"])
+    driver.run()
+    first = learner.batches[0][0].samples  # V = 0.75 after the two warm-up steps; R = 1
+    assert [a for s in first for a in s.advantages] == pytest.approx([0.25] * sum(len(s.completion_ids) for s in first))
 
 
 def test_the_adaptive_kl_coefficient_follows_the_observed_kl_and_survives_a_restore(tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import tempfile
 import uuid
@@ -20,7 +21,6 @@ from rewards.sandbox import SandboxResult, _unshare_prefix, run_sandboxed
 
 pytestmark = pytest.mark.timeout(120)
 
-SLACK_S = 3.0  # process start and teardown on a loaded 2-core machine
 PATIENT_S = 60.0  # the deadline where a test is not about deadlines: a busy machine must not fail it
 ADD = "def add(a, b):\n    return a + b\n"
 
@@ -148,17 +148,21 @@ def test_concurrent_runs_stay_apart():
 # --- hostile code ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("code", ["while True: pass", "import time\nwhile True: time.sleep(1)"])
-def test_infinite_loop_is_stopped_at_the_deadline(code):
-    result = run_sandboxed(code, timeout_s=0.5)
-    assert result.status in ("timeout", "killed")
-    assert result.duration_s < 0.5 + SLACK_S
+@pytest.mark.parametrize("code, statuses", [
+    ("while True: pass", ("timeout", "killed")),  # the CPU limit (= the deadline) may strike first
+    ("import time\nwhile True: time.sleep(1)", ("timeout",)),  # uses no CPU: only the deadline stops it
+])
+def test_infinite_loop_is_stopped_at_the_deadline(code, statuses):
+    result = run_sandboxed(f"import os\nprint(os.getcwd(), flush=True)\n{code}", timeout_s=0.5)
+    assert result.status in statuses
+    workdir = result.stdout.strip()
+    assert workdir and not _processes_in(workdir)
 
 
 def test_cpu_limit_kills_a_spin():
+    # "killed" by a signal, not "timeout": the 1 s CPU limit stopped it, not the 30 s deadline
     result = run_sandboxed("while True: pass", timeout_s=30.0, cpu_s=1.0)
-    assert result.status == "killed" and result.returncode < 0
-    assert result.duration_s < 2.0 + SLACK_S
+    assert result.status == "killed" and result.returncode in (-signal.SIGXCPU, -signal.SIGKILL)
 
 
 def test_fork_bomb_is_refused_and_leaves_no_process():
