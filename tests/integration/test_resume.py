@@ -44,9 +44,12 @@ RUN = [
     "logging.progress=lines",
 ]
 VOLATILE = ("time", "time/", "throughput/", "sync/seconds", "sync/load_seconds")
-GRPO = ["algo.kl.coef=0.1"]
-PPO = ["critic={lr: 1.0e-3, warmup_steps: 2, epochs: 2, micro_batch_size: 8}",
-       "algo.kl={coef: 0.1, placement: reward, estimator: k1, target: 0.5, horizon: 100}"]
+PPO_EXAMPLE = str(Path(__file__).resolve().parents[2] / "examples" / "ppo.yaml")  # critic, KL in the reward
+ARGS = {
+    "grpo": [*RUN, "algo.kl.coef=0.1"],  # the embedded default (no config file): the KL in the loss
+    "ppo": [PPO_EXAMPLE, *RUN, "critic.warmup_steps=2", "critic.epochs=2", "critic.micro_batch_size=8",
+            "learner.warmup_steps=0", "algo.kl.coef=0.1", "algo.kl.target=0.5", "algo.kl.horizon=100"],
+}
 
 
 def _rows(run_dir: Path) -> dict[int, dict]:
@@ -69,7 +72,7 @@ def _kill_session(sid: int) -> None:
 
 @pytest.mark.parametrize("algo", ["grpo", "ppo"])
 def test_killed_run_resumes_exactly(tmp_path, algo):
-    run = [*RUN, *(GRPO if algo == "grpo" else PPO)]
+    run = ARGS[algo]
     (tmp_path / "my_rewards.py").write_text(REWARD)
     a, b = tmp_path / "a", tmp_path / "b"
     out = subprocess.run([RLFT, "train", *run, "--run-dir", str(a)], capture_output=True, text=True,

@@ -22,8 +22,8 @@ def test_ppo_raises_held_out_accuracy_and_the_critic_tracks_the_returns(rl, tmp_
     assert all("critic/value_loss" in r and "critic/value_clip_fraction" in r and "ppo/kl_coef" in r
                for r in learning.rows)
     # The zero-initialised value head learns the level of the returns (values start at 0, returns at
-    # ~0.1). How much of their per-token variance it explains depends on the start: 0.055 on average
-    # over the last 100 steps from a 26 % SFT checkpoint, about 0 from a 15 % one (README).
+    # ~0.1). How much of their per-token variance it explains depends on the start: about 0.05 on
+    # average over the last 100 steps from a 26 % SFT checkpoint, about 0 from a 15 % one (README).
     assert abs(values - returns) < 0.01, f"the critic does not track the returns: {values:.4f} vs {returns:.4f}"
     assert late_ev > -0.02, f"the critic's values explain the returns worse than their mean: {late_ev:.4f}"
     learning.assert_learned("PPO")
