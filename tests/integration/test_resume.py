@@ -39,7 +39,6 @@ RUN = [
     "checkpoint.keep_last=null",
     "evaluation.num_prompts=4",
     "evaluation.pass_k=0",
-    "reward.functions=[{path: ./my_rewards.py:odd_digits}]",
     "cluster.dashboard=false",
     "logging.progress=lines",
 ]
@@ -72,7 +71,8 @@ def _kill_session(sid: int) -> None:
 
 @pytest.mark.parametrize("algo", ["grpo", "ppo"])
 def test_killed_run_resumes_exactly(tmp_path, algo):
-    run = ARGS[algo]
+    # an absolute path: a relative one resolves against the config file's directory (examples/ for PPO)
+    run = [*ARGS[algo], f"reward.functions=[{{path: {tmp_path / 'my_rewards.py'}:odd_digits}}]"]
     (tmp_path / "my_rewards.py").write_text(REWARD)
     a, b = tmp_path / "a", tmp_path / "b"
     out = subprocess.run([RLFT, "train", *run, "--run-dir", str(a)], capture_output=True, text=True,
