@@ -256,3 +256,7 @@ def test_stages_are_validated():
     assert "stages.0.kind: Input should be 'sft' or 'rl'" in _error(["stages=[{kind: ppo, steps: 1}]"])
     assert "stages.0.steps: Input should be greater than or equal to 1" in _error(["stages=[{kind: rl, steps: 0}]"])
     assert "stages.0.stepz: unknown key (did you mean 'steps'?)" in _error(["stages=[{kind: rl, stepz: 1}]"])
+    # a stage's lr may be 0 (a control run: the policy stays), never negative; learner.lr stays positive
+    assert load_config(overrides=["stages=[{kind: rl, steps: 2, lr: 0}]"]).stages[0].lr == 0.0
+    assert "stages.0.lr: Input should be greater than or equal to 0" in _error(["stages=[{kind: rl, steps: 1, lr: -1}]"])
+    assert "learner.lr: Input should be greater than 0" in _error(["learner.lr=0"])

@@ -144,6 +144,12 @@ def test_sft_stage_then_rl_syncs_once_after_sft_and_uses_the_stage_lr():
     assert driver.version == 4  # 3 SFT steps + 1 RL step
 
 
+def test_an_rl_stage_at_lr_0_hands_the_learner_0_not_its_default():
+    driver, _, _, learner = make(["stages=[{kind: rl, steps: 2, lr: 0}]", "evaluation.pass_k=0"])
+    driver.run()
+    assert [lr for _, _, lr in learner.batches] == [0.0, 0.0] and driver.version == 2  # steps and syncs still run
+
+
 def test_zero_variance_groups_are_filtered_when_configured():
     # all completions of a prompt get the same reward: every group has zero variance
     driver, calls, _, learner = make(
