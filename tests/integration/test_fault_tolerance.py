@@ -31,6 +31,10 @@ from rlft.types import Prompt, Rollout, SamplingSettings, TrainBatch, TrainSampl
 # Ray workers cannot import this test module by name: ship its functions and classes by value.
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
+# a hang guard, not a timing: a group that waited for every rank instead of failing on the first
+# death would block here until gloo's own timeout (30 min)
+pytestmark = pytest.mark.timeout(900)
+
 TEXTS = ["12+34=", "7*8=", "hello ", "99-9=", "ab", "x+y="]
 HANG_GUARD_S = 300.0  # a generous bound on a wait that should end in seconds; the assertions are not timings
 
