@@ -819,8 +819,15 @@ def _is_model(x: Any) -> bool:
 
 
 def dump_config(cfg: RunConfig) -> str:
-    """The resolved config as YAML; ``load_config`` of it gives an equal object."""
-    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+    """The resolved config as YAML; ``load_config`` of it gives an equal object.
+
+    With a critic, ``algo.advantage`` is left out: GAE makes the advantages, and a config that
+    names an estimator beside a critic is refused (so a run's ``config.yaml`` could not be resumed).
+    """
+    data = cfg.model_dump(mode="json")
+    if cfg.critic is not None:
+        data["algo"].pop("advantage", None)
+    return yaml.safe_dump(data, sort_keys=False)
 
 
 def save_config(cfg: RunConfig, path: str | Path) -> Path:

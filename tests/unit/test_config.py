@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import textwrap
+from pathlib import Path
 import typing
 import uuid
 
@@ -187,6 +188,16 @@ def test_save_config_writes_a_loadable_file(tmp_path):
     cfg = load_config(overrides=["name=saved", "algo.loss.params.clip_high=0.28"])
     path = save_config(cfg, tmp_path / "run" / "config.yaml")
     assert load_config(path) == cfg
+
+
+def test_a_ppo_config_saved_by_a_run_loads_again(tmp_path):
+    """A run's config.yaml is what ``--resume`` and ``rlft submit`` load: with a critic it must not
+    name an advantage estimator, which a critic config refuses (found by the PPO resume test)."""
+    ppo = Path(__file__).resolve().parents[2] / "examples" / "ppo.yaml"
+    cfg = load_config(ppo, ["critic.warmup_steps=2"])
+    path = save_config(cfg, tmp_path / "run" / "config.yaml")
+    assert "advantage" not in yaml.safe_load(path.read_text())["algo"]
+    assert load_config(path) == cfg and load_config(path).critic.warmup_steps == 2
 
 
 def test_plugin_registers_a_loss_checked_like_builtins(tmp_path):
