@@ -44,10 +44,10 @@ import torch
 import torch.distributed as dist
 
 from actors.group import WorkerGroup
-from actors.learner import (
+from actors.distributed import (
     DTYPES,
-    _all_reduce_gradients,
-    _resolve_device,
+    all_reduce_gradients,
+    resolve_device,
     all_reduce,
     join_process_group,
     load_causal_lm,
@@ -114,7 +114,7 @@ class CriticWorker:
             raise RuntimeError(
                 "the critic runs on 'cuda' but this rank sees no GPU; reserve GPUs with cluster.critic.gpus"
             )
-        self.device = _resolve_device(device)
+        self.device = resolve_device(device)
         torch.manual_seed(seed)
         if world_size > 1:
             join_process_group(self.device, rank, world_size, master_addr, master_port)
@@ -230,7 +230,7 @@ class CriticWorker:
         """Reduce gradients, clip, step; skipped on every rank if any rank saw a non-finite loss or
         the global gradient norm is not finite (weights and AdamW state stay as they were)."""
         if self.world_size > 1:
-            _all_reduce_gradients(self.params)
+            all_reduce_gradients(self.params)
         grads = [p.grad for p in self.params if p.grad is not None]
         norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=self.device)
         flag = (loss_nonfinite | ~torch.isfinite(norm)).to(torch.float32).reshape(1)

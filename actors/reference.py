@@ -16,7 +16,7 @@ Example (in-process, no Ray)::
 
 from __future__ import annotations
 
-from actors.learner import DTYPES, _resolve_device, load_causal_lm
+from actors.distributed import DTYPES, resolve_device, load_causal_lm
 from rlft.config import ModelConfig
 from rlft.training import sequence_logprobs
 from rlft.types import TrainSample
@@ -34,7 +34,7 @@ class ReferenceWorker:
         micro_batch_size: int = 8,
         device: str = "auto",
     ) -> None:
-        self.device = _resolve_device(device)
+        self.device = resolve_device(device)
         self.model_cfg = model_cfg
         self.load(model_path)
         self.pad_id = self.model.config.pad_token_id or 0

@@ -175,7 +175,7 @@ def test_dockerignore_keeps_venv_runs_and_git_out_but_not_the_sources():
                  "rlft/__pycache__/config.cpython-311.pyc"):
         assert dockerignored(path, patterns), f".dockerignore does not exclude {path}"
     # What the build needs: install.sh, the metadata (setup.cfg reads README.md) and the packages.
-    for path in ("scripts/install.sh", "setup.cfg", "pyproject.toml", "README.md", "rlft/config.py",
+    for path in ("scripts/install.sh", "setup.cfg", "pyproject.toml", "README.md", "rlft/config/schema.py",
                  "actors/rollout.py", "rewards/__init__.py", "launch/cli.py", "launch/embedded.yaml"):
         assert not dockerignored(path, patterns), f".dockerignore excludes {path}, which the build needs"
 

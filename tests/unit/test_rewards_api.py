@@ -1,5 +1,5 @@
 """The reward plug-in API (rewards/api.py) and how ``reward.functions`` entries are resolved
-(rewards/loading.py, RewardFunctionConfig / RewardConfig in rlft/config.py).
+(rewards/loading.py, RewardFunctionConfig / RewardConfig in rlft/config/schema.py).
 
 Every test leaves ``rewards.api.REWARDS`` and ``sys.modules`` as it found them (fixtures below).
 """

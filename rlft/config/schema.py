@@ -1,51 +1,25 @@
-"""The run configuration: one pydantic v2 tree, loaded from YAML plus dotted overrides.
+"""The sections of the run configuration: one pydantic v2 model per concern, ``RunConfig`` at the
+root, with the checks that span sections (``RunConfig``'s validators).
 
->>> cfg = load_config(overrides=["algo.advantage.name=rloo", "learner.lr=3e-6"])
->>> cfg.algo.advantage.name, cfg.learner.lr
-('rloo', 3e-06)
->>> load_config(overrides=["algo.loss.params.clip_hgih=0.28"])
-Traceback (most recent call last):
-...
-rlft.config.ConfigError: invalid config:
-  algo.loss.params: unknown parameter 'clip_hgih' for policy loss 'ppo_clip' (did you mean 'clip_high'?); valid parameters: clip_high, clip_low, dual_clip
-
-Every model forbids unknown keys and is frozen: a resolved config is never mutated; derive a new one
-with ``apply_overrides`` or ``model_copy(update=...)``. Each field's docstring is its description (shown
-by ``rlft check`` and in ``RunConfig.model_json_schema()``).
+>>> StageConfig(kind="rl", steps=100, lr=0.0).lr      # 0: a control run, the policy stays
+0.0
+>>> RunConfig().rollout.group_size >= 2
+True
 """
 
 from __future__ import annotations
 
-import copy
-import types
 import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import pydantic
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from rlft.algorithms import ADVANTAGES, KL_ESTIMATORS, POLICY_LOSSES, AggregationMode, Registry
-from rlft.algorithms.registry import closest
+from rlft.config.base import NonNegative, Positive, Section
+from rlft.config.cluster import ClusterConfig
 from rlft.curriculum import SAMPLERS
 from rlft.plugins import import_plugin, resolve_plugin
-
-
-class ConfigError(ValueError):
-    """A config that failed validation; the message names every bad field by its dotted path."""
-
-
-class Section(BaseModel):
-    """Base of every config model: unknown keys fail, values are validated, instances are frozen."""
-
-    model_config = ConfigDict(
-        extra="forbid", frozen=True, validate_default=True, use_attribute_docstrings=True
-    )
-
-
-Positive = Annotated[float, Field(gt=0)]
-NonNegative = Annotated[float, Field(ge=0)]
 
 
 class _AlgoChoice(Section):
@@ -451,101 +425,6 @@ class LoggingConfig(Section):
     """Weights & Biases settings (used when ``wandb`` is among the backends)."""
 
 
-Strategy = Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"]
-
-
-class RoleResources(Section):
-    """What each worker of one role reserves, and how the role's workers are placed.
-
-    Every role gets its own Ray placement group with one bundle per worker (``strategy``: PACK puts
-    them on as few nodes as possible, SPREAD across nodes, STRICT_* insists). ``resources`` names
-    custom Ray resources a node advertises (``ray start --resources='{"node_b": 1}'``): asking for a
-    small share of one pins the role's workers to the nodes that have it::
-
-        cluster:
-          reward: {cpus: 2, resources: {cpu_pool: 0.01}, strategy: SPREAD}
-    """
-
-    cpus: NonNegative = 1.0
-    """CPUs reserved for each worker."""
-    gpus: NonNegative = 0.0
-    """GPUs reserved for each worker (a rollout worker reserves this times ``rollout.tensor_parallel_size``)."""
-    resources: dict[str, Positive] = {}
-    """Custom Ray resources reserved for each worker, e.g. ``{node_b: 0.01}`` to run only on nodes advertising ``node_b``."""
-    strategy: Strategy = "PACK"
-    """Ray placement-group strategy of the role's workers."""
-
-    @model_validator(mode="after")
-    def _reserves_something(self) -> RoleResources:
-        if self.cpus <= 0 and self.gpus <= 0 and not self.resources:
-            raise ValueError("a role's workers must reserve some cpus, gpus or resources")
-        for key in self.resources:
-            if key in ("CPU", "GPU", "memory", "object_store_memory"):
-                raise ValueError(f"resources: {key!r} is set with cpus/gpus, not as a custom resource")
-        return self
-
-
-class ReferenceResources(RoleResources):
-    """Where the frozen reference model (KL penalty, ``algo.kl.coef > 0``) runs."""
-
-    placement: Literal["learner", "separate"] = "learner"
-    """``learner``: each learner rank holds a copy next to the policy (no extra actor, more memory per
-    rank); ``separate``: one reference actor with its own resources computes the batch's reference
-    log-probs before the learner step (frees learner GPU memory for larger policies)."""
-
-
-class ClusterConfig(Section):
-    """Where the run's roles run: the Ray cluster to join, and each role's resources and placement.
-
-    The worker counts live with each role (``rollout.num_workers``, ``learner.num_ranks``,
-    ``reward.num_workers``); ``rlft plan`` prints the placement this section implies."""
-
-    address: str | None = None
-    """Ray address to join (``auto``, ``ray://host:10001``); None starts an embedded local Ray unless RAY_ADDRESS is set."""
-    num_cpus: Annotated[int, Field(ge=1)] | None = None
-    """CPUs the embedded Ray advertises; None: Ray's default (the machine's cores)."""
-    rollout: RoleResources = RoleResources()
-    """Each rollout worker (one vLLM engine)."""
-    learner: RoleResources = RoleResources()
-    """Each learner rank."""
-    reward: RoleResources = RoleResources()
-    """Each reward worker (its reward processes share its CPUs)."""
-    reference: ReferenceResources = ReferenceResources()
-    """The reference model: on the learner ranks (default) or a separate actor."""
-    critic: RoleResources = RoleResources()
-    """Each critic rank (PPO, when ``critic`` is set)."""
-    colocate: bool = False
-    """Time-share devices between the learner and the rollout engines: rollout worker ``i`` runs in
-    learner rank ``i``'s bundle (one placement group, each takes half its GPUs); on GPUs the engines
-    sleep (vLLM sleep mode: weights offloaded, KV cache freed) while the learner trains and wake for
-    the weight sync. Needs ``rollout.num_workers <= learner.num_ranks``. For small clusters."""
-    max_restarts: Annotated[int, Field(ge=0)] = 3
-    """Times Ray restarts a dead rollout or reward worker (its lost share of the step is re-issued);
-    a learner rank is never restarted mid-run."""
-    dashboard: bool = True
-    """Start the Ray dashboard with an embedded Ray (its URL is printed); actors are listed by role and rank."""
-
-    @model_validator(mode="before")
-    @classmethod
-    def _renamed_keys(cls, data: Any) -> Any:
-        """Name the new key of a flat key from before the per-role sections."""
-        if isinstance(data, dict):
-            for key in data:
-                if key in _RENAMED_CLUSTER_KEYS:
-                    raise ValueError(f"cluster.{key} is now cluster.{_RENAMED_CLUSTER_KEYS[key]}")
-        return data
-
-
-_RENAMED_CLUSTER_KEYS = {
-    "rollout_cpus_per_worker": "rollout.cpus",
-    "rollout_gpus_per_worker": "rollout.gpus",
-    "learner_cpus_per_rank": "learner.cpus",
-    "learner_gpus_per_rank": "learner.gpus",
-    "reward_cpus_per_worker": "reward.cpus",
-    "placement_strategy": "<role>.strategy (per role: rollout, learner, reward, reference)",
-}
-
-
 class CheckpointConfig(Section):
     every: Annotated[int, Field(ge=0)] = 0
     """Save every this many steps (and at the end of the run); 0 saves at the end only."""
@@ -683,156 +562,3 @@ class RunConfig(Section):
                 "to 1 (or 0 on CPU), leave cluster.rollout.gpus unset and rollout.tensor_parallel_size at 1"
             )
         return self
-
-
-# --------------------------------------------------------------------------------------------------
-# Loading, overrides, dumping
-
-
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """``"algo.loss.params.clip_high=0.28"`` -> ``(["algo", "loss", "params", "clip_high"], 0.28)``.
-
-    The value is read as YAML, so ``true``, ``null``, ``[a, b]`` and ``{k: v}`` work.
-    """
-    key, sep, raw = text.partition("=")
-    if not sep or not key.strip():
-        raise ConfigError(f"override '{text}' must look like dotted.key=value")
-    path = key.strip().split(".")
-    if any(not part for part in path):
-        raise ConfigError(f"override '{text}' has an empty key segment")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"override '{text}': value is not valid YAML ({err})") from None
-    return path, value
-
-
-def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """A copy of the raw config ``data`` with dotted ``key=value`` overrides set (validated later)."""
-    data = copy.deepcopy(data)
-    for text in overrides:
-        path, value = parse_override(text)
-        node: Any = data
-        for i, part in enumerate(path[:-1]):
-            where = ".".join(path[: i + 1])
-            if isinstance(node, list):
-                node = node[_list_index(part, node, where)]
-            elif isinstance(node, dict):
-                if node.get(part) is None:
-                    node[part] = {}
-                node = node[part]
-            else:
-                raise ConfigError(f"override '{text}': '{'.'.join(path[:i])}' is not a section")
-            if not isinstance(node, (dict, list)):
-                raise ConfigError(f"override '{text}': '{where}' is a value, not a section")
-        last = path[-1]
-        if isinstance(node, list):
-            node[_list_index(last, node, text)] = value
-        else:
-            node[last] = value
-    return data
-
-
-def _list_index(part: str, node: list[Any], where: str) -> int:
-    if not part.isdigit() or int(part) >= len(node):
-        raise ConfigError(f"'{where}': '{part}' is not an index of a list of {len(node)} items")
-    return int(part)
-
-
-def load_config(
-    path: str | Path | None = None,
-    overrides: list[str] | tuple[str, ...] = (),
-    *,
-    base_dir: str | Path | None = None,
-) -> RunConfig:
-    """Read a YAML file (or the defaults when ``path`` is None), apply overrides, validate.
-
-    Relative plugin and reward file paths resolve against ``base_dir``: by default the config file's
-    directory (the working directory without a file). Raises ``ConfigError`` naming each bad field by
-    its dotted path, with the closest valid key.
-    """
-    data: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        try:
-            loaded = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML ({err})") from None
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping, got {type(loaded).__name__}")
-        data = loaded or {}
-        base_dir = path.parent if base_dir is None else base_dir
-    return validate_config(apply_overrides(data, list(overrides)), base_dir=base_dir)
-
-
-def validate_config(data: dict[str, Any], base_dir: str | Path | None = None) -> RunConfig:
-    """Validate a raw mapping into a ``RunConfig``; plugin paths resolve against ``base_dir``."""
-    try:
-        return RunConfig.model_validate(data, context={"base_dir": base_dir})
-    except pydantic.ValidationError as err:
-        raise ConfigError(format_errors(err)) from None
-
-
-def format_errors(err: pydantic.ValidationError) -> str:
-    """One line per error: ``dotted.path: message`` (with the closest valid key for unknown keys)."""
-    lines = []
-    for e in err.errors():
-        loc = [str(p) for p in e["loc"]]
-        where = ".".join(loc)
-        if e["type"] == "extra_forbidden":
-            valid = _valid_keys(e["loc"][:-1])
-            hint = closest(loc[-1], valid)
-            did = f" (did you mean '{hint}'?)" if hint else ""
-            msg = f"unknown key{did}; valid keys: {', '.join(valid)}"
-        else:
-            msg = e["msg"].removeprefix("Value error, ")
-            if e["type"] not in ("value_error", "assertion_error", "missing"):
-                msg += f" (got {e['input']!r})"
-        lines.append(f"  {where}: {msg}" if loc else f"  {msg}")
-    return "invalid config:\n" + "\n".join(lines)
-
-
-def _valid_keys(loc: tuple[Any, ...]) -> list[str]:
-    """Field names of the model found at ``loc`` inside ``RunConfig``."""
-    model: Any = RunConfig
-    for part in loc:
-        if isinstance(part, int):
-            continue  # list index: the element type was taken when entering the list
-        model = _unwrap(model.model_fields[part].annotation)
-    return sorted(model.model_fields) if _is_model(model) else []
-
-
-def _unwrap(annotation: Any) -> Any:
-    """The model type inside ``X | None`` or ``list[X]``, else the annotation itself."""
-    origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType, list):
-        for arg in typing.get_args(annotation):
-            if _is_model(arg):
-                return arg
-    return annotation
-
-
-def _is_model(x: Any) -> bool:
-    return isinstance(x, type) and issubclass(x, BaseModel)
-
-
-def dump_config(cfg: RunConfig) -> str:
-    """The resolved config as YAML; ``load_config`` of it gives an equal object.
-
-    With a critic, ``algo.advantage`` is left out: GAE makes the advantages, and a config that
-    names an estimator beside a critic is refused (so a run's ``config.yaml`` could not be resumed).
-    """
-    data = cfg.model_dump(mode="json")
-    if cfg.critic is not None:
-        data["algo"].pop("advantage", None)
-    return yaml.safe_dump(data, sort_keys=False)
-
-
-def save_config(cfg: RunConfig, path: str | Path) -> Path:
-    """Write the resolved config to ``path`` (the run directory's ``config.yaml``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(dump_config(cfg))
-    return path
