@@ -471,22 +471,27 @@ class WorkerGroup(Generic[T]):
         return name
 
     def kill(self, rank: int, no_restart: bool = True, wait_s: float = 60.0) -> None:
-        """Kill one worker (tests and fault drills). ``ray.kill`` only asks; with ``no_restart`` this
-        returns once the actor is gone, so the next call sees a dead worker, never a race."""
+        """Kill one worker (tests and fault drills). ``ray.kill`` only asks, so this returns once the
+        kill has taken effect and the next call can never reach the old actor: with ``no_restart``,
+        once the actor is gone; without, once Ray's restarted copy (a new incarnation) answers."""
         actor = self._actors[rank]
+        before = ray.get(actor.__ray_call__.remote(_incarnation)) if not no_restart else None
         ray.kill(actor, no_restart=no_restart)
-        if not no_restart:
-            return
         deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline:
             try:
-                ray.get(actor.__ray_ready__.remote(), timeout=5)
+                now = ray.get(actor.__ray_call__.remote(_incarnation), timeout=5)
             except RayActorError:
-                return
+                if no_restart:
+                    return
+                now = before  # dying or restarting: ask again
             except GetTimeoutError:
                 continue
+            if not no_restart and now != before:
+                return
             time.sleep(0.05)
-        raise RuntimeError(f"{self.role} worker rank {rank} still answers {wait_s:g} s after being killed")
+        state = "still answers" if no_restart else "has not come back as a new actor"
+        raise RuntimeError(f"{self.role} worker rank {rank} {state} {wait_s:g} s after being killed")
 
     def shutdown(self, grace_s: float = 0.0) -> None:
         """Kill every worker and release the placement group; safe to call twice."""

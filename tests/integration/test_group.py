@@ -52,6 +52,19 @@ def test_fan_out_scatter_and_errors(ray_session):
             group.call(Echo.whoami)
 
 
+def test_a_kill_with_restart_returns_once_the_new_actor_answers(ray_session):
+    """``kill(rank, no_restart=False)`` returns only when Ray's restarted copy answers, so the very
+    next call always meets the new incarnation and counts it (``ray.kill`` alone only asks: a call
+    right after it could still reach the old actor and see no restart)."""
+    with WorkerGroup("echo", Echo, 1, args=lambda r: ((r,), {}), num_cpus=0.5, max_restarts=3) as group:
+        pids = [group.call_each_retrying(Echo.pid, [()])[0]]
+        for killed in (1, 2):
+            group.kill(0, no_restart=False)
+            pids.append(group.call_each_retrying(Echo.pid, [()])[0])
+            assert group.restarts == killed
+        assert len(set(pids)) == 3
+
+
 def test_spread_strategy_places_on_one_node(ray_session):
     with WorkerGroup("echo", Echo, 2, args=lambda r: ((r,), {}), num_cpus=0.5, strategy="SPREAD") as g:
         assert g.call(Echo.whoami) == ["0", "1"]
