@@ -27,7 +27,10 @@ kept set get ``-inf``, so the kept ones are renormalised). What a learner should
 **Seeds.** With ``SamplingSettings.seed`` set, prompt ``i`` is sampled with its own generator seeded
 from ``(seed, group_id)``, and vLLM seeds its ``n`` children ``s, s+1, ..., s+n-1``: the same call
 on any worker gives the same completions. With ``seed=None`` the engine's RNG (seeded with
-``seed + worker_index`` at start) is used, so workers sample differently.
+``seed + worker_index`` at start) is used, so workers sample differently. A seeded prompt samples
+the same whatever else shares its batch, also when its prefill is split over engine steps
+(chunked prefill): the worker extension keeps the discarded partial-prefill samples from consuming
+its generator (``actors/vllm_ext.py``, ``rlft_keep_seeds_on_discard``).
 
 **Streaming and abort.** ``generate_stream`` drives the engine step by step and yields each
 prompt's group (its ``n`` rollouts, exactly what ``generate`` returns for it) as soon as the group is
@@ -172,6 +175,13 @@ class RolloutWorker:
         workers = kwargs["tensor_parallel_size"] * kwargs.get("pipeline_parallel_size", 1)
         self.in_process = workers == 1
         self.llm = LLM(**kwargs)
+        # per-prompt seeds would crash a CPU engine at its first chunked prefill (vllm_ext.py)
+        if not all(self.llm.collective_rpc("rlft_keep_seeds_on_discard")) and self._on_cpu:
+            logging.getLogger(__name__).warning(
+                "this vLLM's model runner has no _bookkeeping_sync to patch: seeded sampling may "
+                "fail when a prompt's prefill is chunked (raise rollout.engine_kwargs."
+                "max_num_batched_tokens if it does)"
+            )
         self._tokenizer = self.llm.get_tokenizer()
         self._version = 0
         self._failed_load: str | None = None  # set while a load runs; left set if it failed

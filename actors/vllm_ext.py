@@ -27,6 +27,25 @@ Why a worker extension, and why each step (vLLM 0.32, CPU build, measured on thi
   tensors are accepted only when the engine runs in the caller's process
   (``VLLM_ENABLE_V1_MULTIPROCESSING=0``), where ``collective_rpc`` is a direct method call and
   arguments are passed by reference.
+* **Seeded requests must survive chunked prefill on CPU** (``rlft_keep_seeds_on_discard``). A
+  request whose prompt is prefilled over several engine steps is still sampled at the end of
+  every partial chunk, and vLLM throws that token away. Its seeded generator has then drawn noise
+  for a token that never existed, so vLLM's ``GPUModelRunner._bookkeeping_sync`` rewinds it with
+  ``gen.set_offset(gen.get_offset() - 4)``: a CUDA Philox detail (one sample advances the counter
+  by 4). A CPU generator is a Mersenne Twister without an offset, and that line raises
+  ``RuntimeError: CPU Generator does not use offset``, killing the engine on the first step whose
+  token budget (``max_num_batched_tokens``, 4096 by default) splits a prompt: 16 prompts x 8
+  samples of ~60 tokens are enough. The fix keeps the rewind's meaning and does it the CPU way:
+  before sampling, the full state of each such generator is saved (``get_state``, 5 KB), and
+  restored right after, so the discarded draw never happened; vLLM's offset rewind is then
+  skipped for those generators. A seeded request therefore samples the same tokens whether or not
+  its prefill was chunked, whatever else shares its batch (``tests/integration/test_rollout.py``
+  checks this). Skipping the rewind alone, or dropping the seed of such requests, would lose
+  exactly that: the samples would depend on the batch the prompt landed in, and a resumed run
+  would not replay them. Taking the discarded rows out of the sampler's generators would also
+  work, but then their noise comes from the engine's global RNG, which shifts the stream of the
+  unseeded requests; a saved state is restored exactly however many numbers the sampler drew.
+  CUDA generators keep vLLM's own rewind.
 """
 
 from __future__ import annotations
@@ -190,6 +209,11 @@ class RlftWorkerExtension:
                 drift = max(drift, (packed.float() - reference.float()).abs().max().item())
         return drift
 
+    def rlft_keep_seeds_on_discard(self) -> bool:
+        """Make discarded chunked-prefill samples leave seeded CPU generators untouched (see the
+        module docstring); True once installed, False when this model runner has nothing to fix."""
+        return keep_seeds_on_discard(self.model_runner)
+
     def _rlft_reload(
         self, weights: Iterator[tuple[str, torch.Tensor]], refresh_cpu_gemm: bool
     ) -> int:
@@ -234,3 +258,60 @@ def _keeps_weight_beside_cpu_gemm(module: torch.nn.Module) -> bool:
         and weight.numel() > 0
         and not weight.is_meta
     )
+
+
+def keep_seeds_on_discard(runner: object) -> bool:
+    """Wrap ``runner``'s sampling so that a sample vLLM discards does not consume a CPU generator.
+
+    ``_sample`` saves the state of every seeded CPU generator whose request's token this step is
+    discarded (a partial prefill chunk) and restores it after sampling; ``_bookkeeping_sync`` runs
+    with those generators hidden, so vLLM's CUDA-only offset rewind does not touch them. Instance
+    attributes shadow the class's methods; installing twice is a no-op. Returns False for a
+    runner without this sampling path (another vLLM model runner): nothing to fix there.
+    """
+    if getattr(runner, "_rlft_keeps_seeds", False):
+        return True
+    required = ("_sample", "_bookkeeping_sync", "discard_request_mask", "input_batch")
+    if not all(hasattr(runner, name) for name in required):
+        return False
+    sample, bookkeeping = runner._sample, runner._bookkeeping_sync
+
+    def _sample(*args, **kwargs):
+        saved = {i: gen.get_state() for i, gen in discarded_cpu_generators(runner).items()}
+        try:
+            return sample(*args, **kwargs)
+        finally:
+            generators = runner.input_batch.generators
+            for i, state in saved.items():
+                generators[i].set_state(state)
+
+    def _bookkeeping_sync(*args, **kwargs):
+        generators = runner.input_batch.generators
+        hidden = discarded_cpu_generators(runner)
+        for i in hidden:
+            del generators[i]
+        try:
+            return bookkeeping(*args, **kwargs)
+        finally:
+            generators.update(hidden)
+
+    runner._sample = _sample
+    runner._bookkeeping_sync = _bookkeeping_sync
+    runner._rlft_keeps_seeds = True
+    return True
+
+
+def discarded_cpu_generators(runner: object) -> dict[int, torch.Generator]:
+    """Batch row -> seeded CPU generator, for the rows whose sampled token this step is discarded.
+
+    vLLM sets ``discard_request_mask`` when it prepares a step's inputs: a request whose prompt is
+    not complete after this step's chunk is sampled with the others, and its token dropped.
+    """
+    batch = runner.input_batch
+    rows = runner.discard_request_mask.np[: batch.num_reqs].nonzero()[0]
+    generators = batch.generators
+    return {
+        int(i): generators[int(i)]
+        for i in rows
+        if int(i) in generators and generators[int(i)].device.type == "cpu"
+    }

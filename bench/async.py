@@ -106,7 +106,7 @@ def main() -> None:
 
 def _collect(name: str, cfg: Any, summary: Any, run_dir: Path, wall: float) -> dict[str, Any]:
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    steps = [r for r in rows if r.get("stage") == "rl0" and "time/step" in r]
+    steps = [r for r in rows if r.get("stage") == "rl1" and "time/step" in r]
     r = cfg.rollout
     samples = len(steps) * r.prompts_per_step * r.group_size
     busy = sum(s["time/step"] for s in steps)
@@ -120,8 +120,8 @@ def _collect(name: str, cfg: Any, summary: Any, run_dir: Path, wall: float) -> d
         "generate_s": mean("time/generate"), "train_s": mean("time/train"), "sync_s": mean("time/sync"),
         "lag": mean("batch/version_lag_mean"), "aborted": sum(s.get("async/aborted_groups", 0) for s in steps),
         "dropped": sum(s.get("async/stale_dropped", 0) for s in steps),
-        "before": summary.evaluations["before_rl0"]["eval/accuracy"],
-        "after": summary.evaluations["after_rl0"]["eval/accuracy"],
+        "before": summary.evaluations["before_rl1"]["eval/accuracy"],
+        "after": summary.evaluations["after_rl1"]["eval/accuracy"],
         "loss": cfg.algo.loss.name, "wall": wall,
     }
 

@@ -118,7 +118,7 @@ def _collect(name: str, cfg: Any, summary: Any, run_dir: Path, wall: float) -> d
     from rlft.tasks.arithmetic import count_carries
 
     k = cfg.evaluation.pass_k
-    before, after = summary.evaluations["before_rl0"], summary.evaluations["after_rl0"]
+    before, after = summary.evaluations["before_rl1"], summary.evaluations["after_rl1"]
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
     steps = [r for r in rows if "batch/zero_variance_group_fraction" in r]
     zv = [r["batch/zero_variance_group_fraction"] for r in steps]

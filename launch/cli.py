@@ -2,6 +2,7 @@
 
     rlft train [CONFIG.yaml] [dotted.key=value ...]   run locally on an embedded Ray (or join a cluster)
     rlft check [CONFIG.yaml] [dotted.key=value ...]   validate config, data and model; print the config
+    rlft check --describe [SECTION]                    every field's default and description
     rlft report RUN_DIR                                write the run's HTML report with plots
     rlft train --resume RUN_DIR                        continue a run from its latest checkpoint
     rlft export RUN_DIR [--step N] OUT_DIR             a checkpoint as a plain Hugging Face model
@@ -9,8 +10,9 @@
     rlft submit [CONFIG.yaml] --address URL            run it as a Ray Job on a cluster (launch/jobs.py)
     rlft status|logs|stop JOB_ID, rlft list            follow and control submitted jobs
 
-Without CONFIG both use the embedded default (``launch/embedded.yaml``): the built-in tiny model and
-arithmetic task.
+Without CONFIG they use the embedded demo (``launch/embedded.yaml``): the built-in tiny model and
+arithmetic task, with the values that file sets. A config file of your own starts from the schema's
+defaults (``rlft check --describe``), never from the demo's.
 
 Run ``rlft <command> --help`` for each command's options.
 """
@@ -29,6 +31,7 @@ from rlft.config import ConfigError, dump_config, load_config, save_config
 from rlft.data.loading import DataError
 from rlft.checkpointing import CheckpointError, resolve_resume
 from rlft.driver import NonFiniteError, RewardFailureError
+from rlft.placement import PlacementError
 from rlft.plugins import PluginError
 from launch.jobs import JobError, add_job_commands
 from rewards.api import RewardError, reward_names
@@ -40,7 +43,8 @@ def _config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "config",
         nargs="?",
-        help="YAML config file; omitted: the built-in defaults (a config file's path ends in .yaml/.yml)",
+        help="YAML config file; omitted: the embedded demo, launch/embedded.yaml (a config file's path ends "
+        "in .yaml/.yml)",
     )
     p.add_argument(
         "overrides",
@@ -72,7 +76,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     config, cfg, run_dir, resume_from = _train_target(args)
     run_dir.mkdir(parents=True, exist_ok=True)
-    print(f"rlft: run '{cfg.name}' from {config or 'the embedded default'} in {run_dir}", flush=True)
+    source = config or "the embedded demo (launch/embedded.yaml)"
+    print(f"rlft: run '{cfg.name}' from {source} in {run_dir}", flush=True)
     try:
         summary = train(cfg, run_dir, address=args.address, quiet=args.quiet, resume_from=resume_from)
     except KeyboardInterrupt:
@@ -128,13 +133,18 @@ def _print_resume_hint(run_dir: Path) -> None:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    if args.describe is not None:
+        from rlft.config.describe import describe
+
+        print(describe(args.describe))
+        return 0
     config, cfg = _load(args)
     failed_rewards = False
     if not args.config_only:
         import tempfile
 
         from launch.train import check_samples, prepare
-        from rewards.check import check_rewards
+        from rewards.check import check_rewards, reference_warning
 
         with tempfile.TemporaryDirectory() as tmp:
             prepared = prepare(cfg, Path(tmp))
@@ -149,7 +159,10 @@ def cmd_check(args: argparse.Namespace) -> int:
             for rep in reports:
                 print(f"#   {rep.line()}")
                 failed_rewards |= bool(rep.errors)
-    print(f"# rlft {rlft.__version__}: config {config or 'embedded default'} is valid")
+            warning = reference_warning(prepared.rewards, samples, reports)
+            if warning:
+                print(f"rlft: warning: {warning}", file=sys.stderr)
+    print(f"# rlft {rlft.__version__}: {what_check_shows(config)}")
     print(dump_config(cfg), end="")
     print("# registered: advantages", ", ".join(ADVANTAGES.names()))
     print("#             policy losses", ", ".join(POLICY_LOSSES.names()))
@@ -164,8 +177,18 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def what_check_shows(config: str | None) -> str:
+    """The header of ``rlft check``'s config: whose values follow (the demo's are not defaults)."""
+    if config is None:
+        return ("the embedded demo (launch/embedded.yaml) is valid; below: its values, which that file sets "
+                "for the tiny model.\n# A config file of your own starts from the schema's defaults instead "
+                "(rlft check --describe lists them)")
+    return (f"config {config} is valid; below: what it gets (its values, and the schema's defaults for "
+            "everything it leaves out: rlft check --describe)")
+
+
 def cmd_plan(args: argparse.Namespace) -> int:
-    from rlft.placement import Node, PlacementError, fit, format_plan, plan_run
+    from rlft.placement import Node, embedded_cpus, fit, format_plan, plan_run
 
     config, cfg = _load(args)
     plan = plan_run(cfg)
@@ -176,13 +199,16 @@ def cmd_plan(args: argparse.Namespace) -> int:
         nodes = cluster_nodes(address)
         where = f"the cluster at {address} ({len(nodes)} alive node(s), their total resources)"
     else:
-        shape = {"CPU": float(args.node_cpus or cfg.cluster.num_cpus or os.cpu_count() or 1)}
+        cores = os.cpu_count() or 1
+        # one node: this machine's embedded Ray, which is sized for the run (rlft train)
+        cpus = embedded_cpus(plan, cores, cfg.cluster.num_cpus) if args.nodes == 1 else cfg.cluster.num_cpus or cores
+        shape = {"CPU": float(args.node_cpus or cpus)}
         if args.node_gpus:
             shape["GPU"] = float(args.node_gpus)
         shape.update(dict(args.node_resource or []))
         nodes = [Node(f"node-{i}", f"node-{i}", dict(shape)) for i in range(args.nodes)]
         where = f"{args.nodes} node(s) of {', '.join(f'{k} {v:g}' for k, v in shape.items())}"
-    print(f"# rlft plan: {config or 'embedded default'} on {where}")
+    print(f"# rlft plan: {config or 'the embedded demo'} on {where}")
     try:
         placement = fit(plan, nodes)
     except PlacementError as err:
@@ -246,16 +272,22 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser(
         "check",
         help="validate config, data and model without training, and print the resolved config",
-        description="Load CONFIG (or the embedded default), apply the overrides, validate every key, "
+        description="Load CONFIG (or the embedded demo), apply the overrides, validate every key, "
         "value, algorithm name and hyperparameter, load and check the data (fields, empty and too long "
         "prompts) and the model's tokenizer, import every reward and call it on a few dataset rows "
         "(output type, value range, time per call), then print the resolved config as YAML. Exits 2 "
-        "naming what is wrong, 1 when reward calls failed.",
+        "naming what is wrong, 1 when reward calls failed. With --describe, print every config field "
+        "(or those of SECTION) with its default and description instead.",
     )
     _config_args(check)
     check.add_argument("-o", "--output", help="also write the resolved config to this YAML file")
     check.add_argument(
         "--config-only", action="store_true", help="validate the config alone (skip data and model checks)"
+    )
+    check.add_argument(
+        "--describe", nargs="?", const="", metavar="SECTION",
+        help="print every field (or those under SECTION, e.g. learner or cluster.rollout) with its default "
+        "and description, from the schema; nothing is loaded",
     )
     check.set_defaults(func=cmd_check)
 
@@ -276,7 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Print each role's workers (rollout, learner, reference, reward, judge), what each "
         "reserves, its placement strategy and where the workers would land, and the run's total "
         "resources, without starting anything. With --address (or RAY_ADDRESS) on the cluster's alive "
-        "nodes; otherwise on --nodes identical nodes (default: one node like this machine). Exits 1 when "
+        "nodes; otherwise on --nodes identical nodes (default: one node like this machine's embedded Ray, "
+        "which rlft train sizes for the run). Exits 1 when "
         "the run does not fit, naming the role and what is missing.",
     )
     _config_args(plan)
@@ -308,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (ConfigError, ParamError, RegistryError, PluginError, DataError, RewardError, CheckpointError,
-            JobError) as err:
+            JobError, PlacementError) as err:
         print(f"rlft: {err}", file=sys.stderr)
         return 2
 

@@ -37,7 +37,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from launch.job_entry import LAUNCHER_REL, NO_RLFT, write_launcher
 from launch.package import CONFIG_REL, JobError, quiet_ray_loggers, stage
+from launch.ray_session import SKIP_CHECK_ENV
 from rlft.config import RunConfig
 
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
@@ -71,9 +73,10 @@ def shell_path(path: str) -> str:
 
 
 def entrypoint(run_dir: str) -> str:
-    """``python -m`` runs the interpreter of the job's environment (a ``pip`` runtime env puts its
-    virtualenv first on ``PATH``); ``-u`` so the job's log follows the run line by line."""
-    return f"python -u -m launch.cli train {CONFIG_REL} --run-dir {shell_path(run_dir)}"
+    """The shipped launcher (``launch/job_entry.py``) runs ``python -u -m launch.cli train`` under a
+    Python that has rlft: the job's own ``python`` (a ``pip`` runtime env puts its virtualenv first
+    on ``PATH``), else the one running Ray on the node, whatever the head's shell had on ``PATH``."""
+    return f"sh {LAUNCHER_REL} train {CONFIG_REL} --run-dir {shell_path(run_dir)}"
 
 
 def env_arg(text: str) -> tuple[str, str]:
@@ -96,10 +99,13 @@ def pip_packages(specs: list[str]) -> list[str]:
     return out
 
 
-def runtime_env(root: Path, pip: list[str], env: list[tuple[str, str]], stop_grace_s: int) -> dict[str, Any]:
+def runtime_env(root: Path, pip: list[str], env: list[tuple[str, str]], stop_grace_s: int,
+                force: bool = False) -> dict[str, Any]:
     # The job supervisor reads RAY_JOB_STOP_WAIT_TIME_S from its runtime env: the time between the
     # SIGTERM of `rlft stop` (the run checkpoints its current step) and the SIGKILL.
     env_vars = {"RAY_JOB_STOP_WAIT_TIME_S": str(stop_grace_s), **dict(env)}
+    if force:  # --force: the run inside the job does not check the placement either (autoscaling)
+        env_vars.setdefault(SKIP_CHECK_ENV, "1")
     out: dict[str, Any] = {"working_dir": str(root), "env_vars": env_vars}
     if pip:
         out["pip"] = pip_packages(pip)
@@ -350,15 +356,17 @@ def last_lines(logs: str, n: int) -> list[str]:
 
 def report_end(client: Any, job_id: str, status: str) -> int:
     """Say how a followed job ended (Ray's message and the log's last line, which for rlft's own
-    errors is the ``rlft: ...`` line); the exit code: 0 succeeded, 1 failed or stopped."""
+    errors is the ``rlft: ...`` line); the exit code: 0 succeeded, 1 failed or stopped, 2 when the
+    cluster's Python has no rlft to run (the launcher's message says how to fix that)."""
     info = job_info(client, job_id)
     if status == "SUCCEEDED":
         print(f"rlft: job {job_id} SUCCEEDED; run directory (on the cluster): {_run_dir(info)}")
         return 0
     print(f"rlft: job {job_id} {status}: {ray_message(info) or '-'}", file=sys.stderr)
-    for line in last_lines(client.get_job_logs(job_id), 1):
+    last = last_lines(client.get_job_logs(job_id), 1)
+    for line in last:
         print(f"rlft: its last log line:\n  | {line}", file=sys.stderr)
-    return 1
+    return 2 if last and last[0].startswith(NO_RLFT) else 1
 
 
 def follow_or_detach(client: Any, job_id: str) -> int:
@@ -393,6 +401,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     run_dir = args.run_dir or f"$HOME/rlft-runs/{job_id}"
     with tempfile.TemporaryDirectory(prefix="rlft-job-") as tmp:
         staged = stage(cfg, Path(tmp), Path(args.working_dir) if args.working_dir else None)
+        write_launcher(staged.root)
         if args.working_dir:
             print(f"rlft: working directory {Path(args.working_dir).resolve()}: {staged.shipped[0]} files, "
                   f"{staged.shipped[1] / 2**20:.1f} MiB")
@@ -406,8 +415,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
         else:
             nodes = cluster_nodes(client.get_address())
             print(f"rlft: the run on the cluster's {len(nodes)} alive node(s):\n{preflight(cfg, nodes)}")
-        env = runtime_env(staged.root, args.pip, args.env, args.stop_grace)
-        metadata = {"rlft_run_dir": run_dir, "rlft_config": str(config or "embedded default"), "rlft_name": cfg.name}
+        env = runtime_env(staged.root, args.pip, args.env, args.stop_grace, force=args.force)
+        metadata = {"rlft_run_dir": run_dir, "rlft_config": str(config or "embedded demo"), "rlft_name": cfg.name}
         try:
             client.submit_job(entrypoint=entrypoint(run_dir), submission_id=job_id, runtime_env=env, metadata=metadata)
         except RuntimeError as err:
@@ -493,7 +502,7 @@ def add_job_commands(sub: Any) -> None:
     submit = command(
         "submit", cmd_submit, job_id=False,
         help="run `rlft train` as a Ray Job on a cluster, with the config, reward files and packages it needs",
-        description="Submit CONFIG (default: the embedded default) as a Ray Job. Packaged with it: a copy of "
+        description="Submit CONFIG (default: the embedded demo) as a Ray Job. Packaged with it: a copy of "
         "--working-dir, the resolved config, and every file the config names that exists here (reward and "
         "plugin files, data); other paths are taken as paths on the cluster. The roles' resources are checked "
         "against the cluster's nodes first. Prints the job id, dashboard URL and run directory, then follows "

@@ -18,8 +18,8 @@ a logger never stops training.
 
     sink = build_sinks(cfg, run_dir, quiet=False)
     with sink:
-        sink.log(1, {"stage": "rl0", "reward/mean": 0.25, "learner/loss": 0.1})
-        sink.log_samples(1, [{"step": 1, "stage": "rl0", "prompt": "1+1=", "completion": "2",
+        sink.log(1, {"stage": "rl1", "reward/mean": 0.25, "learner/loss": 0.1})
+        sink.log_samples(1, [{"step": 1, "stage": "rl1", "prompt": "1+1=", "completion": "2",
                               "reward": 1.0, "rewards": {"accuracy": 1.0}}])
 """
 
@@ -37,7 +37,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from rlft.config import ConfigError, RunConfig
+from rlft.config import ConfigError, RunConfig, stage_names
 
 logger = logging.getLogger("rlft")
 
@@ -134,7 +134,7 @@ def resolve_progress(mode: str, stream: Any = None) -> str:
 
 
 def format_line(step: int, metrics: Mapping[str, Any]) -> str:
-    """The compact per-step line: ``step   12  stage=rl0  reward=0.25  loss=0.1  ...  s/step=1.3``."""
+    """The compact per-step line: ``step   12  stage=rl1  reward=0.25  loss=0.1  ...  s/step=1.3``."""
     keys = [*LINE_KEYS, *sorted(k for k in metrics if k.startswith("eval/pass@")), "time/step"]
     shown = [f"{_LABELS.get(k, k.split('/')[-1])}={_fmt(metrics[k])}" for k in keys if k in metrics]
     return f"step {step:4d}  " + "  ".join(shown)
@@ -496,8 +496,8 @@ class MultiSink:
 
 
 def stage_steps_of(cfg: RunConfig) -> dict[str, int]:
-    """Each stage's name (as the driver names it: ``name`` or ``<kind><index>``) -> its steps."""
-    return {s.name or f"{s.kind}{i}": s.steps for i, s in enumerate(cfg.stages)}
+    """Each stage's name (as the driver names it: ``name`` or ``<kind><n>``, ``stage_names``) -> its steps."""
+    return {name: s.steps for name, s in zip(stage_names(cfg.stages), cfg.stages)}
 
 
 def check_backends(cfg: RunConfig, *, progress: str | None = None) -> None:

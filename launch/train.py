@@ -8,6 +8,7 @@ given), the rollout and learner groups start, and the driver runs the stages.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -22,6 +23,7 @@ from launch.sinks import MultiSink, build_sinks, resolve_progress
 from rlft.checkpointing import latest_checkpoint, load_driver_state
 from rlft.config import RewardFunctionConfig, RunConfig, save_config
 from rlft.data import load_records, prepare_prompts
+from rlft.data.context import model_context
 from rlft.data.loading import BUILTIN_PREFIX, DataError, Record
 from rlft.driver import Driver, RunSummary
 from rlft.tasks import Task, get_task
@@ -70,46 +72,71 @@ def resolve_model(cfg: RunConfig, run_dir: Path, path: str | None = None) -> str
         return str(build_tiny_model(run_dir / "base-model", seed=cfg.seed))
     if path.startswith("builtin:"):
         raise DataError(f"unknown built-in model {path!r}; available: builtin:tiny")
-    return path
+    from launch.model_source import check_model_source
+
+    return check_model_source(path, "model.path" if path == cfg.model.path else "reward.judge.model")
 
 
 def prepare(cfg: RunConfig, run_dir: Path) -> Prepared:
     """Resolve and check the model, data, reward and SFT targets; nothing starts on Ray."""
     from transformers import AutoTokenizer
 
-    task = builtin_task(cfg)
     functions = reward_functions(cfg)
     rewards = load_rewards(cfg)  # every reference resolves, every params key is known
     model_path = resolve_model(cfg, run_dir)
     judge_path = None
     if cfg.reward.judge is not None:
         judge_path = resolve_model(cfg, run_dir / "judge", path=cfg.reward.judge.model)
-    tokenizer = AutoTokenizer.from_pretrained(cfg.model.tokenizer or model_path)
+    from launch.model_source import check_model_source
+
+    tokenizer = AutoTokenizer.from_pretrained(
+        check_model_source(cfg.model.tokenizer, "model.tokenizer") if cfg.model.tokenizer else model_path
+    )
     d = cfg.data
-    fields = dict(prompt_field=d.prompt_field, answer_field=d.answer_field, metadata_fields=d.metadata_fields)
+    fields = dict(
+        prompt_field=d.prompt_field,
+        answer_field=d.answer_field,
+        metadata_fields=d.metadata_fields,
+        solution_field=d.solution_field,
+    )
     train_records = load_training_records(cfg, fields)
     eval_src = d.eval_path or held_out_of(d.sources[0].path if d.sources else d.train_path)
-    eval_records = load_records(eval_src, **fields)
+    eval_records = load_records(eval_src, **{**fields, "solution_field": None})  # evaluation needs none
+    context = context_of(cfg, model_path)
     opts = dict(
         chat_template=d.chat_template,
         system_prompt=d.system_prompt,
         max_prompt_tokens=d.max_prompt_tokens,
         too_long=d.too_long,
+        context_tokens=context,
+        max_new_tokens=cfg.rollout.max_new_tokens,
     )
     train_prompts, train_report = prepare_prompts(train_records, tokenizer, **opts)
     eval_prompts, _ = prepare_prompts(eval_records, tokenizer, **opts)
     notes = [
-        f"model {model_path}",
+        f"model {model_path}" + (f" (context {context} tokens)" if context else ""),
         f"data: {train_report.kept} train prompts ({train_report.skipped_too_long} skipped as too long), "
-        f"{len(eval_prompts)} held-out prompts from {eval_src}",
+        f"{len(eval_prompts)} held-out prompts from {eval_src}; longest prompt {train_report.max_tokens} tokens "
+        f"(limit {train_report.limit}), chat template {'applied' if train_report.templated else 'not applied'}",
         "rewards: " + ", ".join(f"{r.key} (weight {r.weight:g}, timeout {r.timeout_s:g} s)" for r in rewards),
     ]
     sft: list[TrainSample] = []
     if any(s.kind == "sft" for s in cfg.stages):
-        if task is None:
-            raise DataError("sft stages need reference completions, which only the builtin: tasks provide")
-        sft = sft_examples(train_records, train_prompts, task, tokenizer)
+        sft = sft_examples(train_records, train_prompts, tokenizer, context_tokens=context)
+        longest = max(len(x.prompt_ids) + len(x.completion_ids) for x in sft)
+        notes.append(f"sft: {len(sft)} examples (prompt + reference completion), longest {longest} tokens")
     return Prepared(model_path, train_prompts, eval_prompts, sft, functions, judge_path, notes, tokenizer)
+
+
+def context_of(cfg: RunConfig, model_path: str) -> int | None:
+    """The model's context length as the rollout engines will have it (None when unknown)."""
+    from transformers import PretrainedConfig
+
+    try:
+        config, _ = PretrainedConfig.get_config_dict(model_path)
+    except (OSError, ValueError):  # no readable config.json: the engine will say so when it loads
+        return None
+    return model_context(config, max_model_len=cfg.rollout.engine_kwargs.get("max_model_len"))
 
 
 def check_samples(cfg: RunConfig, prepared: Prepared, rows: int = 4) -> list[Sample]:
@@ -135,27 +162,62 @@ def check_samples(cfg: RunConfig, prepared: Prepared, rows: int = 4) -> list[Sam
 
 def load_training_records(cfg: RunConfig, fields: dict[str, Any]) -> list[Record]:
     """``data.train_path``, or every ``data.sources`` set with its name as the prompts' ``source``
-    metadata (ids prefixed with it, so they stay unique across sets)."""
+    metadata (ids prefixed with it, so they stay unique across sets). A built-in task's records
+    carry the task's reference completions, as a dataset's carry its ``data.solution_field``."""
     if not cfg.data.sources:
-        return load_records(cfg.data.train_path, **fields)
+        return with_task_references(cfg.data.train_path, load_records(cfg.data.train_path, **fields))
     records = []
     for source in cfg.data.sources:
-        for r in load_records(source.path, **fields):
+        for r in with_task_references(source.path, load_records(source.path, **fields)):
             records.append(
-                Record(f"{source.label}/{r.prompt_id}", r.prompt, r.answer, {**r.metadata, "source": source.label})
+                dataclasses.replace(
+                    r, prompt_id=f"{source.label}/{r.prompt_id}", metadata={**r.metadata, "source": source.label}
+                )
             )
     return records
 
 
+def with_task_references(spec: str, records: list[Record]) -> list[Record]:
+    """``records`` of a ``builtin:<task>`` source with the task's reference completions as their
+    ``solution``; other sources' records as they are."""
+    if not spec.startswith(BUILTIN_PREFIX):
+        return records
+    task = get_task(spec[len(BUILTIN_PREFIX):].split(":")[0])
+    return [dataclasses.replace(r, solution=task.reference_completion(r)) for r in records]
+
+
 def sft_examples(
-    records: list[Record], prompts: list[Prompt], task: Task, tokenizer: Any
+    records: list[Record], prompts: list[Prompt], tokenizer: Any, *, context_tokens: int | None = None
 ) -> list[TrainSample]:
-    """Prompt + reference completion (+ EOS) pairs; the loss covers the completion tokens only."""
+    """Prompt + reference completion (+ EOS) pairs; the loss covers the completion tokens only.
+
+    Every prompt's record must carry its reference completion (``Record.solution``: the dataset's
+    ``data.solution_field``, a chat row's closing assistant message, or a built-in task's own).
+    """
     by_id = {r.prompt_id: r for r in records}
+    missing = [p.prompt_id for p in prompts if by_id[p.prompt_id].solution is None]
+    if missing:
+        raise DataError(
+            f"sft stages need a reference completion for every training prompt, and {len(missing)} of "
+            f"{len(prompts)} have none (first: '{missing[0]}'): set data.solution_field to the field that "
+            f"holds them, or end each chat prompt with the assistant's reply (builtin: tasks bring their own)"
+        )
+    eos = tokenizer.eos_token_id
     out = []
     for p in prompts:
-        ids = tokenizer(task.reference_completion(by_id[p.prompt_id]), add_special_tokens=False)["input_ids"]
-        ids = [*ids, tokenizer.eos_token_id]
+        ids = list(tokenizer(by_id[p.prompt_id].solution, add_special_tokens=False)["input_ids"])
+        if eos is not None:
+            ids.append(eos)
+        if not ids:
+            raise DataError(
+                f"prompt '{p.prompt_id}': the reference completion is empty and the tokenizer has no EOS token"
+            )
+        total = len(p.token_ids) + len(ids)
+        if context_tokens is not None and total > context_tokens:
+            raise DataError(
+                f"prompt '{p.prompt_id}': prompt + reference completion are {total} tokens, over the model's "
+                f"context of {context_tokens}; shorten the reference or drop the row"
+            )
         out.append(TrainSample(list(p.token_ids), ids, [1.0] * len(ids)))
     return out
 
@@ -268,14 +330,11 @@ def _run_on_ray(
     address = address or cfg.cluster.address or os.environ.get("RAY_ADDRESS")
     started_ray = not ray.is_initialized()
     if started_ray:
-        if address:
-            context = ray.init(address=address)
-        else:
-            # worker output would tear a progress bar apart; it stays in Ray's session logs
-            to_driver = not quiet and resolve_progress(cfg.logging.progress) != "bar"
-            context = ray.init(
-                num_cpus=cfg.cluster.num_cpus, include_dashboard=cfg.cluster.dashboard, log_to_driver=to_driver
-            )
+        from launch.ray_session import start_ray
+
+        # worker output would tear a progress bar apart; it stays in Ray's session logs
+        to_driver = not quiet and resolve_progress(cfg.logging.progress) != "bar"
+        context = start_ray(cfg, address, log_to_driver=to_driver)  # embedded: sized for the run's plan
         if context.dashboard_url:
             print(f"rlft: Ray dashboard at http://{context.dashboard_url} (actors: rollout-N, learner-N, reward-N)",
                   flush=True)
@@ -284,6 +343,9 @@ def _run_on_ray(
     stop = _StopRequest()
     previous = {sig: signal.signal(sig, stop.handle) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
+        from launch.ray_session import alive_nodes, check_run_fits
+
+        check_run_fits(cfg, alive_nodes(), "the cluster at " + address if address else "this machine's Ray")
         colocation = Colocation(cfg) if cfg.cluster.colocate else None
         if colocation is not None:
             groups.append(colocation)

@@ -24,6 +24,10 @@ What a reward receives, as keyword arguments, is the dataset row's other columns
 function gets only the fields its signature names, or all of them with ``**fields``. The config's
 ``params`` are passed as keywords too and win over a field of the same name.
 
+Functions written for TRL (``reward(completions, **kwargs) -> list[float]``) or verl
+(``compute_score(data_source, solution_str, ground_truth, extra_info=None)``) work as written:
+``rewards.foreign`` recognises them by signature and maps the fields onto theirs.
+
 A reward returns a float (ints and bools are accepted) or a ``RewardResult(score, info)`` whose
 numeric ``info`` values are logged as means per step. Anything else, a non-finite value, an
 exception, a timeout or a crash marks the sample failed: it is left out of the loss and counted,
@@ -149,7 +153,8 @@ def reward_names() -> list[str]:
 
 
 def inspect_reward(fn: Callable[..., Any], name: str) -> RewardSpec:
-    """Check ``fn``'s signature (two positional parameters, then keywords) and describe it."""
+    """Check ``fn``'s signature (two positional parameters, then keywords; or TRL's or verl's form,
+    see ``rewards.foreign``) and describe it."""
     if not callable(fn):
         raise RewardError(f"reward '{name}' is not a function (got {type(fn).__name__})")
     try:
@@ -161,12 +166,25 @@ def inspect_reward(fn: Callable[..., Any], name: str) -> RewardSpec:
         p for p in params if p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
     ]
     is_batched = bool(getattr(fn, "__rlft_batched__", False))
+    if not is_batched:  # TRL's and verl's forms, by a parameter name rlft's forms do not use
+        from rewards.foreign import foreign_spec
+
+        foreign = foreign_spec(fn, name, sig)
+        if foreign is not None:
+            return foreign
     first = "(prompts, completions, **fields)" if is_batched else "(prompt, completion, **fields)"
     required_positional = [p for p in positional if p.default is inspect.Parameter.empty]
     if len(positional) < 2 or len(required_positional) > 2:
+        from rewards.foreign import OTHER_FORMS
+
+        other = (
+            "(without @batched): (prompt, completion, **fields)"
+            if is_batched
+            else ": (prompts, completions, **fields) marked @batched"
+        )
         raise RewardError(
             f"reward '{name}' has the wrong signature {name}{sig}: a reward takes {first}, "
-            "with any further parameters keyword-only"
+            f"with any further parameters keyword-only; the other accepted forms{other}; {OTHER_FORMS}"
         )
     keywords = {p.name for p in positional[2:]} | {p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY}
     var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)

@@ -50,11 +50,13 @@ from rlft.checkpointing import (
     set_rng_state,
     step_dir_name,
 )
-from rlft.config import RunConfig, StageConfig, save_config
+from rlft.config import RunConfig, StageConfig, save_config, stage_names
 from rlft.curriculum import UniformSampler, build_sampler
+from rlft.evaluation import correct_reward, evaluate
 from rlft.pipeline import GroupStream, Pipeline, ScoredGroup, split_stale
 from rlft.types import Prompt, Rollout, SamplingSettings, Scores, TrainBatch, TrainSample
 from rlft.ppo_step import Critic, PPOStep
+from rlft.signal_watch import SignalWatch, groups_of, watches_signal
 
 logger = logging.getLogger(__name__)
 
@@ -143,7 +145,7 @@ def _select(scores: Scores, chosen: list[int]) -> Scores:
 
 @dataclass
 class RunSummary:
-    """What a run did: evaluations by name (e.g. ``before_rl0``, ``after_rl0``) and the last step."""
+    """What a run did: evaluations by name (e.g. ``before_rl1``, ``after_rl1``) and the last step."""
 
     evaluations: dict[str, dict[str, float]] = field(default_factory=dict)
     steps: int = 0
@@ -199,6 +201,8 @@ class Driver:
         self.step = 0  # global step counter across stages (logging, checkpoints)
         self.stage_index, self.stage_step = 0, 0  # where the run is: stage, steps done in it
         self.consecutive_skips = 0  # learner steps in a row skipped for non-finite loss/gradients
+        self.watch = SignalWatch(warn=logger.warning, enabled=watches_signal(cfg))  # steps without signal
+        self.correct = correct_reward(cfg) if self.eval_prompts else None  # what evaluation counts correct
         self.summary = RunSummary()
         self._boundary: dict[str, Any] | None = None  # driver state at the start of the current step
         self._learner_ahead = False  # the learner applied an update the driver has not counted yet
@@ -215,7 +219,7 @@ class Driver:
             for index, stage in enumerate(self.cfg.stages):
                 if index < self.stage_index:
                     continue
-                name = stage.name or f"{stage.kind}{index}"
+                name = stage_names(self.cfg.stages)[index]  # sft1, rl1, ...: counted from 1, like steps
                 if stage.kind == "sft":
                     self.run_sft(stage, name)
                 else:
@@ -286,6 +290,7 @@ class Driver:
             **batch_metrics,
             **sampling_metrics,
             **self.sampler.metrics(),
+            **self.watch.observe(self.step + 1, groups_of(rollouts, rewards), cfg.rollout.prompts_per_step),
         }
         metrics["prompt_ids"] = [p.prompt_id for p in prompts]  # logged: a resumed run's data is checkable
         for role in (self.engine, self.scorer):  # workers Ray restarted (run totals), when the role has them
@@ -431,28 +436,13 @@ class Driver:
         )
 
     def evaluate(self) -> dict[str, float]:
-        """Greedy accuracy (mean reward of one greedy completion per held-out prompt), pass@k
-        (fraction of prompts with at least one of k sampled completions rewarded > 0) and mean@k
-        (mean reward of those k samples: the held-out counterpart of the training reward, with k
-        times the samples of the greedy accuracy). Failed rewards count as 0."""
+        """Held-out accuracy, pass@k and mean reward (``rlft.evaluation``): accuracy and pass@k
+        count the answers ``evaluation.correct`` calls correct, not the total reward."""
         ev = self.cfg.evaluation
         prompts = self.eval_prompts[: ev.num_prompts] if ev.num_prompts else self.eval_prompts
-        if not prompts:
-            return {}
-        greedy = self.engine.generate(prompts, self.sampling(-1, n=1, temperature=0.0))
-        scores = Scores.of(self.scorer.score(greedy)).totals
-        out = {
-            "eval/accuracy": sum(s or 0.0 for s in scores) / len(scores),
-            "eval/failed_rewards": float(sum(s is None for s in scores)),
-            "eval/prompts": float(len(prompts)),
-        }
-        if ev.pass_k:
-            sampled = self.engine.generate(prompts, self.sampling(-2, n=ev.pass_k, temperature=ev.temperature))
-            totals = Scores.of(self.scorer.score(sampled)).totals
-            solved = {r.group_id for r, s in zip(sampled, totals) if s and s > 0}
-            out[f"eval/pass@{ev.pass_k}"] = len(solved) / len(prompts)
-            out[f"eval/mean@{ev.pass_k}"] = sum(s or 0.0 for s in totals) / len(totals)
-        return out
+        sampled = self.sampling(-2, n=ev.pass_k, temperature=ev.temperature) if ev.pass_k else None
+        return evaluate(self.engine, self.scorer, prompts, self.correct,  # type: ignore[arg-type]
+                        greedy=self.sampling(-1, n=1, temperature=0.0), sampled=sampled)
 
     # ------------------------------------------------------------------------------------------
 
@@ -472,11 +462,11 @@ class Driver:
     def _check_failures(self, scores: Scores) -> None:
         """Log the first reward errors; stop when too many samples failed (``reward.max_failure_rate``)."""
         for error in scores.errors:
-            logger.warning("step %d: %s", self.step, error)
+            logger.warning("step %d: %s", self.step + 1, error)  # the step being run, as the console counts
         limit = self.cfg.reward.max_failure_rate
         if scores.failed_fraction > limit:
             raise RewardFailureError(
-                f"step {self.step}: {scores.failed_fraction:.0%} of the samples failed their reward "
+                f"step {self.step + 1}: {scores.failed_fraction:.0%} of the samples failed their reward "
                 f"(reward.max_failure_rate={limit:g}); first errors: " + "; ".join(scores.errors[:3])
             )
 

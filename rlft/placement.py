@@ -158,6 +158,43 @@ def plan_run(cfg: RunConfig) -> Plan:
     return Plan(tuple(roles), tuple(groups))
 
 
+def embedded_cpus(plan: Plan, cores: int, configured: int | None = None) -> int:
+    """The CPUs a one-machine (embedded) Ray advertises for a run: ``cluster.num_cpus`` when set,
+    else the larger of the machine's cores and what the run's roles reserve. Ray's CPUs are
+    logical: more of them than cores over-commits the machine, it does not make a run wait.
+
+    >>> from rlft.config import load_config
+    >>> embedded_cpus(plan_run(load_config()), cores=2)     # rollout, learner and reward: 1 CPU each
+    3
+    >>> embedded_cpus(plan_run(load_config()), cores=16), embedded_cpus(plan_run(load_config()), 2, configured=2)
+    (16, 2)
+    """
+    if configured is not None:
+        return configured
+    need = plan.totals().get("CPU", 0.0)
+    return max(int(cores), int(-(-need // 1)))
+
+
+def does_not_fit(plan: Plan, nodes: Sequence[Node], where: str) -> str | None:
+    """None when the run's roles fit on ``nodes``, else what ``rlft plan`` says about it: the reason
+    and the plan's table (checked before any actor starts, instead of waiting for Ray to give up).
+
+    >>> from rlft.config import load_config
+    >>> print(does_not_fit(plan_run(load_config()), [Node("a", "10.0.0.1", {"CPU": 2})], "this machine"))
+    the run does not fit on this machine: the run needs 3 CPU, the cluster has 2 (rollout 1 x 1, learner 1 x 1, reward 1 x 1)
+    role     workers  each   strategy  note
+    rollout  1        CPU 1  PACK
+    learner  1        CPU 1  PACK
+    reward   1        CPU 1  PACK      2 processes each
+    total: CPU 3
+    """
+    try:
+        fit(plan, nodes)
+    except PlacementError as err:
+        return f"the run does not fit on {where}: {err}\n{format_plan(plan)}"
+    return None
+
+
 def _merge(a: Mapping[str, float], b: Mapping[str, float]) -> dict[str, float]:
     out = dict(a)
     for k, v in b.items():

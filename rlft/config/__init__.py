@@ -11,7 +11,8 @@ rlft.config.base.ConfigError: invalid config:
 
 Every model forbids unknown keys and is frozen: a resolved config is never mutated; derive a new one
 with ``apply_overrides`` or ``model_copy(update=...)``. Each field's docstring is its description (shown
-by ``rlft check`` and in ``RunConfig.model_json_schema()``).
+with its default by ``rlft check --describe``, ``rlft.config.describe``, and in
+``RunConfig.model_json_schema()``). The schema's defaults are the only defaults a config file gets.
 
 The sections are in ``rlft.config.schema`` (the cluster's in ``rlft.config.cluster``, their shared base in
 ``rlft.config.base``); loading, overrides and dumping in ``rlft.config.files``.
@@ -51,6 +52,7 @@ from rlft.config.schema import (
     StageConfig,
     WandbConfig,
 )
+from rlft.config.stages import stage_names
 
 __all__ = [
     "AdvantageChoice",
@@ -85,5 +87,6 @@ __all__ = [
     "load_config",
     "parse_override",
     "save_config",
+    "stage_names",
     "validate_config",
 ]

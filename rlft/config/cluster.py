@@ -65,7 +65,8 @@ class ClusterConfig(Section):
     address: str | None = None
     """Ray address to join (``auto``, ``ray://host:10001``); None starts an embedded local Ray unless RAY_ADDRESS is set."""
     num_cpus: Annotated[int, Field(ge=1)] | None = None
-    """CPUs the embedded Ray advertises; None: Ray's default (the machine's cores)."""
+    """CPUs the embedded Ray advertises; None: the larger of the machine's cores and what the run's roles
+    reserve (Ray's CPUs are logical; ``rlft plan`` shows the roles' reservations)."""
     rollout: RoleResources = RoleResources()
     """Each rollout worker (one vLLM engine)."""
     learner: RoleResources = RoleResources()

@@ -16,8 +16,10 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from rlft.algorithms import ADVANTAGES, KL_ESTIMATORS, POLICY_LOSSES, AggregationMode, Registry
+from rlft.algorithms.registry import closest
 from rlft.config.base import NonNegative, Positive, Section
 from rlft.config.cluster import ClusterConfig
+from rlft.config.evaluation import EvalConfig, check_correct
 from rlft.curriculum import SAMPLERS
 from rlft.plugins import import_plugin, resolve_plugin
 
@@ -122,22 +124,47 @@ class DataConfig(Section):
     eval_path: str | None = None
     """Held-out prompts for evaluation (same formats); None uses the built-in task's held-out split."""
     prompt_field: str = "prompt"
-    """Column holding the prompt text."""
+    """Column holding the prompt: text, or a list of chat messages (``{role, content}``, TRL's
+    conversational format, verl's rows). Every ``*_field`` may be a dotted path into nested fields."""
     answer_field: str | None = "answer"
-    """Column holding the reference answer passed to the rewards; None when the rewards need none."""
+    """Column holding the reference answer passed to the rewards (e.g. ``reward_model.ground_truth``);
+    None when the rewards need none."""
+    solution_field: str | None = None
+    """Column holding the reference completion that SFT stages train on (text, or one assistant
+    message); None: a chat prompt's last message when it is the assistant's (the built-in tasks
+    bring their own)."""
     metadata_fields: list[str] = []
-    """Further columns passed to rewards and the curriculum (e.g. category, difficulty, tests)."""
-    chat_template: Literal["auto", "on", "off"] = "auto"
-    """Apply the tokenizer's chat template: ``auto`` when the tokenizer has one."""
+    """Further columns passed to rewards and the curriculum (e.g. category, difficulty, tests),
+    under their names as written here."""
+    chat_template: str = "auto"
+    """Apply the tokenizer's chat template: ``auto`` when the tokenizer has one, ``on`` (it must),
+    ``off``, or a Jinja chat template given here (for a tokenizer without one, or to replace it).
+    Chat-message prompts need one."""
     system_prompt: str | None = None
-    """System message prepended when a chat template is applied."""
+    """System message prepended when a chat template is applied (to chat prompts that have none)."""
     max_prompt_tokens: Annotated[int, Field(ge=1)] | None = None
-    """Prompts longer than this after templating are handled by ``too_long``; None: the model's context."""
+    """Prompts longer than this after templating are handled by ``too_long``; None: the model's context
+    minus ``rollout.max_new_tokens`` (always the limit when smaller)."""
     too_long: Literal["skip", "error"] = "error"
-    """What to do with a prompt over ``max_prompt_tokens``: drop it (counted and reported) or fail."""
+    """What to do with a prompt over the limit (``max_prompt_tokens``, or what the model's context leaves
+    for ``rollout.max_new_tokens``): drop it (counted and reported) or fail."""
     sources: list[DataSourceConfig] = []
     """Several training sets mixed (replaces ``train_path``): each prompt's ``source`` metadata names
     its set, for ``curriculum.category_field: source`` (``weighted_sources`` takes the weights)."""
+
+    @field_validator("chat_template", mode="before")
+    @classmethod
+    def _chat_template(cls, value: Any) -> Any:
+        """YAML reads a bare ``off``/``on`` as a boolean: take it as the mode it spells."""
+        if isinstance(value, bool):
+            return "on" if value else "off"
+        if isinstance(value, str) and value not in ("auto", "on", "off") and "{{" not in value and "{%" not in value:
+            hint = closest(value, ["auto", "on", "off"])
+            did = f" (did you mean '{hint}'?)" if hint else ""
+            raise ValueError(
+                f"chat_template must be auto, on, off or a Jinja chat template, got {value!r}{did}"
+            )
+        return value
 
     @model_validator(mode="after")
     def _unique_sources(self) -> DataConfig:
@@ -445,23 +472,13 @@ class StageConfig(Section):
     steps: Annotated[int, Field(ge=1)]
     """Learner steps in this stage."""
     name: str | None = None
-    """Label in logs and metrics; defaults to ``<kind><index>``."""
+    """Label in logs, metrics and evaluation keys (``before_<name>``); defaults to ``<kind><n>``, n
+    counting the stages of that kind from 1 (SFT then RL: ``sft1``, ``rl1``)."""
     lr: NonNegative | None = None
     """Peak learning rate of this stage; None uses ``learner.lr``. 0 freezes the policy while
     everything else runs (generation, rewards, learner passes, weight syncs): a control run."""
     batch_size: Annotated[int, Field(ge=1)] = 64
     """SFT only: examples per step (RL steps use rollout.prompts_per_step x group_size)."""
-
-
-class EvalConfig(Section):
-    every: Annotated[int, Field(ge=0)] = 0
-    """Evaluate every this many RL steps; 0: only before and after each RL stage."""
-    num_prompts: Annotated[int, Field(ge=1)] | None = None
-    """Held-out prompts per evaluation; None uses the whole held-out split."""
-    pass_k: Annotated[int, Field(ge=0)] = 4
-    """k of pass@k (k samples per prompt at ``temperature``); 0 skips pass@k."""
-    temperature: NonNegative = 1.0
-    """Sampling temperature of the pass@k samples (accuracy is always greedy)."""
 
 
 def _default_stages() -> list[StageConfig]:
@@ -516,6 +533,12 @@ class RunConfig(Section):
                 import_plugin(spec)
             data = {**data, "plugins": specs}
         return data
+
+    @model_validator(mode="after")
+    def _correct_names_a_reward(self) -> RunConfig:
+        """``evaluation.correct.reward`` is one of the run's rewards (by its name in metrics)."""
+        check_correct(self.evaluation.correct, [f.key for f in self.reward.functions], self.data.train_path)
+        return self
 
     @model_validator(mode="after")
     def _consistent(self) -> RunConfig:

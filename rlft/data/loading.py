@@ -12,9 +12,19 @@ Traceback (most recent call last):
 rlft.data.loading.DataError: ...qa.jsonl, line 3: missing field 'prompt'; the row has fields: question
 >>> _ = path.write_text('{"prompt": "1+1=", "answer": 2, "level": "easy"}\n')
 >>> load_records(path, metadata_fields=["level"])
-[Record(prompt_id='qa:0', prompt='1+1=', answer='2', metadata={'level': 'easy'})]
+[Record(prompt_id='qa:0', prompt='1+1=', answer='2', metadata={'level': 'easy'}, solution=None)]
 >>> load_records("builtin:arithmetic:eval")[0].prompt
 '57+44='
+
+A prompt may be a list of chat messages; the assistant's last message is then the reference
+completion (``solution``) unless ``solution_field`` names a column for it. Dotted field names reach
+into nested fields, as verl's rows need:
+
+>>> row = {"prompt": [{"role": "user", "content": "2+2="}, {"role": "assistant", "content": "4"}],
+...        "reward_model": {"ground_truth": 4}}
+>>> _ = path.write_text(json.dumps(row) + "\n")
+>>> load_records(path, answer_field="reward_model.ground_truth")[0]
+Record(prompt_id='qa:0', prompt=[{'role': 'user', 'content': '2+2='}], answer='4', metadata={}, solution='4')
 
 ``transformers``, ``datasets`` and ``pyarrow`` are imported only by the readers that need them.
 """
@@ -26,6 +36,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from rlft.data.rows import FieldError, Message, as_messages, field_value, solution_text, split_solution
 
 BUILTIN_PREFIX = "builtin:"
 ID_FIELD = "id"
@@ -41,9 +53,10 @@ class Record:
     """One prompt of a dataset, before tokenisation."""
 
     prompt_id: str  # stable: the `id` column, or "<stem>:<row index>"
-    prompt: str
+    prompt: str | list[Message]  # text, or chat messages (for the chat template)
     answer: str | None = None  # reference answer for the rewards, always text
     metadata: dict[str, Any] = field(default_factory=dict)  # JSON-serialisable extra columns
+    solution: str | None = None  # reference completion (SFT target), without EOS
 
 
 def load_records(
@@ -52,6 +65,7 @@ def load_records(
     prompt_field: str = "prompt",
     answer_field: str | None = "answer",
     metadata_fields: Sequence[str] = (),
+    solution_field: str | None = None,
     split_name: str = "train",
 ) -> list[Record]:
     """Read and validate every record of ``path``.
@@ -59,8 +73,13 @@ def load_records(
     ``path`` is a ``.jsonl`` or ``.parquet`` file, a directory written by ``datasets``'
     ``save_to_disk`` (a ``DatasetDict`` is read at ``split_name``), or ``builtin:<task>[:split]``
     (the task's own fields; the field arguments are ignored). ``answer_field=None`` reads no answer.
-    Answers become ``str``; metadata values are kept as they are and must be JSON-serialisable,
-    since they travel to reward workers and into logs.
+    Answers become ``str``; metadata values are kept as they are (under the field's name as given)
+    and must be JSON-serialisable, since they travel to reward workers and into logs. Every field
+    name may be a dotted path into nested fields (``reward_model.ground_truth``).
+
+    The prompt is text or a list of chat messages. ``solution_field`` names the reference completion
+    (text, or one assistant message); without it, a chat prompt's last message, when it is the
+    assistant's, is taken off the prompt as the reference.
     """
     spec = str(path)
     if spec.startswith(BUILTIN_PREFIX):
@@ -68,7 +87,7 @@ def load_records(
     p = Path(spec)
     if not p.exists():
         raise DataError(f"data file not found: {spec}")
-    fields = _Fields(prompt_field, answer_field, tuple(metadata_fields))
+    fields = _Fields(prompt_field, answer_field, tuple(metadata_fields), solution_field)
     if p.is_dir():
         rows, where, stem = _read_datasets_dir(p, split_name), "row", p.name
     elif p.suffix == ".jsonl":
@@ -91,6 +110,7 @@ class _Fields:
     prompt: str
     answer: str | None
     metadata: tuple[str, ...]
+    solution: str | None = None
 
 
 def _to_records(
@@ -103,12 +123,7 @@ def _to_records(
         at = f"{spec}, {where} {loc}"
         if not isinstance(row, dict):
             raise DataError(f"{at}: expected a JSON object, got {type(row).__name__}")
-        prompt = _required(row, fields.prompt, at)
-        if not isinstance(prompt, str):
-            kind = type(prompt).__name__
-            raise DataError(f"{at}: field '{fields.prompt}' must be a string, got {kind}: {prompt!r:.60}")
-        if not prompt.strip():
-            raise DataError(f"{at}: field '{fields.prompt}' is empty")
+        prompt, solution = _prompt_and_solution(row, fields, at)
         answer = None
         if fields.answer is not None:
             answer = _as_text(_required(row, fields.answer, at))
@@ -125,15 +140,47 @@ def _to_records(
         if prompt_id in seen:
             raise DataError(f"{at}: duplicate prompt id '{prompt_id}' (first at {where} {seen[prompt_id]})")
         seen[prompt_id] = loc
-        records.append(Record(prompt_id, prompt, answer, metadata))
+        records.append(Record(prompt_id, prompt, answer, metadata, solution))
     return records
 
 
+def _prompt_and_solution(
+    row: dict[str, Any], fields: _Fields, at: str
+) -> tuple[str | list[Message], str | None]:
+    """The row's prompt (text or messages) and reference completion (None when it has none)."""
+    prompt = _required(row, fields.prompt, at)
+    solution = None
+    try:
+        if isinstance(prompt, (list, tuple)):
+            prompt, solution = split_solution(as_messages(prompt, fields.prompt))
+            if not prompt or not any(m["content"].strip() for m in prompt):
+                raise FieldError(f"field '{fields.prompt}' has no prompt message with text "
+                                 "(a closing assistant message is the reference, not part of the prompt)")
+            if solution is not None and fields.solution is not None:
+                raise FieldError(
+                    f"the last message of field '{fields.prompt}' is the assistant's, and solution_field "
+                    f"'{fields.solution}' also gives the reference: drop one of them"
+                )
+        elif not isinstance(prompt, str):
+            kind = type(prompt).__name__
+            raise FieldError(
+                f"field '{fields.prompt}' must be a string or a list of chat messages, "
+                f"got {kind}: {prompt!r:.60}"
+            )
+        elif not prompt.strip():
+            raise FieldError(f"field '{fields.prompt}' is empty")
+        if fields.solution is not None:
+            solution = solution_text(_required(row, fields.solution, at), fields.solution)
+    except FieldError as err:
+        raise DataError(f"{at}: {err}") from None
+    return prompt, solution
+
+
 def _required(row: dict[str, Any], name: str, at: str, *, allow_null: bool = False) -> Any:
-    if name not in row:
-        have = ", ".join(sorted(row)) or "(none)"
-        raise DataError(f"{at}: missing field '{name}'; the row has fields: {have}")
-    value = row[name]
+    try:
+        value = field_value(row, name)
+    except FieldError as err:
+        raise DataError(f"{at}: {err}") from None
     if value is None and not allow_null:
         raise DataError(f"{at}: field '{name}' is null")
     return value

@@ -28,7 +28,7 @@ from typing import Any, Literal
 from rlft.data.loading import DataError, Record
 from rlft.types import Prompt
 
-ChatTemplateMode = Literal["auto", "on", "off"]
+ChatTemplateMode = str  # "auto", "on", "off", or a Jinja chat template
 TooLong = Literal["error", "skip"]
 # Hugging Face stores a huge sentinel (1e30) in model_max_length when it does not know the context.
 _UNKNOWN_LENGTH = 10**9
@@ -63,27 +63,63 @@ class PromptReport:
         return text
 
 
-def uses_chat_template(tokenizer: Any, mode: ChatTemplateMode) -> bool:
-    """Whether ``mode`` applies the tokenizer's chat template (``on`` without one is an error)."""
+def is_template_text(value: object) -> bool:
+    """Whether a ``chat_template`` setting is a Jinja template itself rather than a mode.
+
+    >>> is_template_text("{{ messages[0]['content'] }}"), is_template_text("auto")
+    (True, False)
+    """
+    return isinstance(value, str) and ("{{" in value or "{%" in value)
+
+
+def chat_template_of(tokenizer: Any, mode: ChatTemplateMode) -> tuple[bool, str | None]:
+    """Whether ``mode`` templates the prompts, and the template to use (None: the tokenizer's own).
+
+    ``mode`` is ``auto`` (the tokenizer's template when it has one), ``on`` (it must have one),
+    ``off``, or a Jinja chat template given in the config, which wins over the tokenizer's.
+
+    >>> from rlft.models import build_tokenizer
+    >>> chat_template_of(build_tokenizer(), "auto"), chat_template_of(build_tokenizer(), "{{ 'x' }}")
+    ((False, None), (True, "{{ 'x' }}"))
+    """
+    if is_template_text(mode):
+        return True, mode
     if mode not in ("auto", "on", "off"):
-        raise ValueError(f"chat_template must be 'auto', 'on' or 'off', got {mode!r}")
+        raise ValueError(f"chat_template must be 'auto', 'on', 'off' or a Jinja chat template, got {mode!r}")
     has = bool(getattr(tokenizer, "chat_template", None))
     if mode == "on" and not has:
         raise DataError(
             "chat_template='on' but the tokenizer has no chat template; use 'auto' or 'off', "
-            "or a tokenizer that ships one"
+            "give a Jinja chat template as data.chat_template, or a tokenizer that ships one"
         )
-    return has and mode != "off"
+    return has and mode != "off", None
 
 
-def resolve_limit(tokenizer: Any, max_prompt_tokens: int | None) -> int | None:
-    """``max_prompt_tokens``, else the tokenizer's ``model_max_length`` when it is a real context size."""
-    if max_prompt_tokens is not None:
-        if max_prompt_tokens < 1:
-            raise ValueError(f"max_prompt_tokens must be >= 1, got {max_prompt_tokens}")
-        return max_prompt_tokens
+def _limit(
+    tokenizer: Any, max_prompt_tokens: int | None, context_tokens: int | None, max_new_tokens: int
+) -> tuple[int | None, str]:
+    """The limit and how to let longer prompts through (for the error message)."""
+    if max_prompt_tokens is not None and max_prompt_tokens < 1:
+        raise ValueError(f"max_prompt_tokens must be >= 1, got {max_prompt_tokens}")
     known = getattr(tokenizer, "model_max_length", None)
-    return known if isinstance(known, int) and 0 < known < _UNKNOWN_LENGTH else None
+    known = known if isinstance(known, int) and 0 < known < _UNKNOWN_LENGTH else None
+    contexts = [c for c in (context_tokens, known) if c is not None]
+    if not contexts:
+        return max_prompt_tokens, "raise data.max_prompt_tokens or set data.too_long='skip'"
+    context = min(contexts)
+    room = context - max_new_tokens
+    if room < 1:
+        raise DataError(
+            f"rollout.max_new_tokens={max_new_tokens} leaves no room for a prompt in the model's context "
+            f"of {context} tokens; lower rollout.max_new_tokens"
+        )
+    if max_prompt_tokens is not None and max_prompt_tokens <= room:
+        return max_prompt_tokens, "raise data.max_prompt_tokens or set data.too_long='skip'"
+    fix = (
+        f"the model's context of {context} tokens minus rollout.max_new_tokens={max_new_tokens} leaves room "
+        f"for {room}: shorten them, lower rollout.max_new_tokens, or set data.too_long='skip'"
+    )
+    return room, fix
 
 
 def prepare_prompts(
@@ -94,35 +130,42 @@ def prepare_prompts(
     system_prompt: str | None = None,
     max_prompt_tokens: int | None = None,
     too_long: TooLong = "error",
+    context_tokens: int | None = None,
+    max_new_tokens: int = 0,
 ) -> tuple[list[Prompt], PromptReport]:
     """Template and tokenise ``records`` for generation.
 
-    With a chat template, each prompt becomes a user message (after ``system_prompt`` as a system
-    message) rendered with ``add_generation_prompt=True``; otherwise the raw text is used and a
-    ``system_prompt`` is an error, since it would have nowhere to go. Text is tokenised without the
-    tokenizer's automatic special tokens — templates write their own — and the BOS token is put
-    first when the tokenizer has one and the text did not already start with it, so every prompt
-    has at least one token to condition the first completion token on. ``metadata`` is the
-    record's plus ``answer``.
+    With a chat template, a text prompt becomes a user message (after ``system_prompt`` as a system
+    message) and a chat prompt's messages are used as they are (``system_prompt`` goes first when
+    they have no system message), rendered with ``add_generation_prompt=True``. Without one, the
+    raw text is used; a ``system_prompt`` is then an error, since it would have nowhere to go, and
+    so is a chat prompt. Text is tokenised without the tokenizer's automatic special tokens —
+    templates write their own — and the BOS token is put first when the tokenizer has one and the
+    text did not already start with it, so every prompt has at least one token to condition the
+    first completion token on. ``metadata`` is the record's plus ``answer``.
 
-    Prompts over the limit (``max_prompt_tokens``, else the tokenizer's known context) are dropped
-    and counted with ``too_long="skip"``; with ``"error"`` a ``DataError`` says how many there
-    are, the longest and the limit.
+    Prompts over the limit are dropped and counted with ``too_long="skip"``; with ``"error"`` a
+    ``DataError`` says how many there are, the longest and the limit. The limit is
+    ``max_prompt_tokens`` or the room the model's context (``context_tokens``, else the tokenizer's
+    known one) leaves for ``max_new_tokens`` completion tokens, whichever is smaller: the rollout
+    engine refuses a longer prompt.
     """
     if too_long not in ("error", "skip"):
         raise ValueError(f"too_long must be 'error' or 'skip', got {too_long!r}")
     if not records:
         raise DataError("no prompts to prepare: the dataset is empty")
-    templated = uses_chat_template(tokenizer, chat_template)
+    templated, template = chat_template_of(tokenizer, chat_template)
     if system_prompt is not None and not templated:
         raise DataError(
             "system_prompt is set but no chat template is applied (chat_template='off' or the tokenizer "
             "has none); remove it, or write the instruction into the prompts"
         )
-    texts = [_render(tokenizer, r.prompt, system_prompt) if templated else r.prompt for r in records]
+    if not templated:
+        _no_chat_prompts(records, chat_template)
+    limit, fix = _limit(tokenizer, max_prompt_tokens, context_tokens, max_new_tokens)
+    texts = [_render(tokenizer, r, system_prompt, template) if templated else r.prompt for r in records]
     encoded = tokenizer(texts, add_special_tokens=False)["input_ids"]
     bos = getattr(tokenizer, "bos_token_id", None)
-    limit = resolve_limit(tokenizer, max_prompt_tokens)
 
     prompts: list[Prompt] = []
     too_long_ids: list[tuple[str, int]] = []
@@ -142,8 +185,7 @@ def prepare_prompts(
         longest_id, longest = max(too_long_ids, key=lambda x: x[1])
         raise DataError(
             f"{len(too_long_ids)} of {len(records)} prompts are longer than the limit of {limit} tokens "
-            f"(longest: {longest} tokens, prompt '{longest_id}'); raise data.max_prompt_tokens or set "
-            f"data.too_long='skip'"
+            f"(longest: {longest} tokens, prompt '{longest_id}'); {fix}"
         )
     if not prompts:
         raise DataError(f"all {len(records)} prompts are longer than the limit of {limit} tokens")
@@ -159,7 +201,33 @@ def prepare_prompts(
     return prompts, report
 
 
-def _render(tokenizer: Any, prompt: str, system_prompt: str | None) -> str:
-    messages = [{"role": "system", "content": system_prompt}] if system_prompt is not None else []
-    messages.append({"role": "user", "content": prompt})
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+def _no_chat_prompts(records: Sequence[Record], mode: ChatTemplateMode) -> None:
+    """Chat prompts need a template: say which setting is missing."""
+    chat = [r.prompt_id for r in records if not isinstance(r.prompt, str)]
+    if not chat:
+        return
+    why = "data.chat_template is 'off'" if mode == "off" else "the tokenizer has no chat template"
+    raise DataError(
+        f"{len(chat)} of {len(records)} prompts are lists of chat messages (first: '{chat[0]}'), which need "
+        f"a chat template, but {why}: give a Jinja chat template as data.chat_template, use a tokenizer "
+        f"that has one (model.tokenizer), or give the prompts as text"
+    )
+
+
+def _render(tokenizer: Any, record: Record, system_prompt: str | None, template: str | None) -> str:
+    if isinstance(record.prompt, str):
+        messages = [{"role": "user", "content": record.prompt}]
+    else:
+        messages = [dict(m) for m in record.prompt]
+    if system_prompt is not None and messages[0]["role"] != "system":
+        messages.insert(0, {"role": "system", "content": system_prompt})
+    import jinja2  # transformers renders chat templates with it
+
+    try:
+        return tokenizer.apply_chat_template(
+            messages, chat_template=template, tokenize=False, add_generation_prompt=True
+        )
+    except (jinja2.TemplateError, ValueError, TypeError) as err:
+        raise DataError(
+            f"prompt '{record.prompt_id}': the chat template failed: {type(err).__name__}: {err}"
+        ) from None

@@ -40,7 +40,7 @@ BASE = [
 
 def _rl_rows(run_dir: Path) -> list[dict]:
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return [r for r in rows if r.get("stage") == "rl0" and "learner/loss" in r]
+    return [r for r in rows if r.get("stage") == "rl1" and "learner/loss" in r]
 
 
 def test_groups_are_scored_while_their_step_is_still_generating(tiny_model_dir, ray_session):

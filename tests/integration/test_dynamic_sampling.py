@@ -32,7 +32,7 @@ def test_dynamic_sampling_fills_full_batches_without_zero_variance_groups(tmp_pa
     )
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    steps = [r for r in rows if r.get("stage") == "rl0"]
+    steps = [r for r in rows if r.get("stage") == "rl1"]
     assert len(steps) == 3
     for r in steps:
         assert r["batch/samples"] == 24 and r["batch/zero_variance_group_fraction"] == 0.0  # full, all signal

@@ -59,7 +59,10 @@ class LocalCluster:
             **{k: v for k, v in os.environ.items() if not k.startswith("RAY_")},  # an embedded Ray's settings
             "RAY_AUTH_MODE": "token",
             "RAY_AUTH_TOKEN": self.token,
-            "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",  # `python` of the job's entrypoint
+            # the head's shell without the virtual environment on PATH (as `.venv/bin/ray start --head` from a
+            # shell where it is not active): the job's launcher must find the Python that runs Ray itself
+            "PATH": os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep)
+                                    if p and Path(p).resolve() != BIN.resolve()),
             "RAY_USAGE_STATS_ENABLED": "0",
             "TOKENIZERS_PARALLELISM": "false",
         }
@@ -174,9 +177,9 @@ def test_a_job_scored_by_a_reward_file_from_the_working_dir_on_the_second_node(c
     assert f"rlft: submitted job {job}" in out.stdout and f"{cluster.address}/#/jobs/{job}" in out.stdout
     assert f"run directory (on the node running the job's driver): {run_dir}" in out.stdout
     assert "rlft: the run on the cluster's 2 alive node(s):" in out.stdout and "node_b 0.01" in out.stdout
-    assert "stage=rl0" in out.stdout and f"rlft: job {job} SUCCEEDED" in out.stdout  # the log, followed
+    assert "stage=rl1" in out.stdout and f"rlft: job {job} SUCCEEDED" in out.stdout  # the log, followed
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    rl = [r for r in rows if r.get("stage") == "rl0"]
+    rl = [r for r in rows if r.get("stage") == "rl1"]
     assert len(rl) == 2 and all(r["reward/failed_samples"] == 0 and "reward/score/mean" in r for r in rl)
     # the reward file was read from its place in the shipped working directory
     assert "/working_dir_files/_ray_pkg_" in (run_dir / "config.yaml").read_text()
@@ -191,7 +194,7 @@ def test_a_job_scored_by_a_reward_file_from_the_working_dir_on_the_second_node(c
     assert [a["node_id"] for a in actors] == node_b
 
     logs = rlft(cluster, "logs", job, "--address", cluster.address, cwd=tmp_path)
-    assert logs.returncode == 0 and logs.stdout.count("stage=rl0") == 2, _out(logs)
+    assert logs.returncode == 0 and logs.stdout.count("stage=rl1") == 2, _out(logs)
     status = rlft(cluster, "status", job, "--address", cluster.address, cwd=tmp_path)
     assert status.returncode == 0 and "SUCCEEDED" in status.stdout and str(run_dir) in status.stdout, _out(status)
     listed = rlft(cluster, "list", cwd=tmp_path, RAY_ADDRESS=cluster.address)

@@ -33,7 +33,7 @@ def _metrics_rows() -> list[dict]:
         t += 0.1
         rows.append({"step": float(step), "time": t, "sft/loss": 4.0 * math.exp(-step / 10) + 0.5,
                      "sft/entropy": 4.0 - step / 20, "sft/lr": 0.003, "version": float(step), "time/step": 0.07,
-                     "stage": "sft0"})
+                     "stage": "sft1"})
     rows.append({"step": SFT_STEPS, "time": t + 1, "eval/accuracy": 0.25, "eval/failed_rewards": 0.0,
                  "eval/prompts": 50.0, "eval/pass@4": 0.45})
     for i in range(RL_STEPS):

@@ -35,6 +35,13 @@ _PAIRS = [(_RNG.randrange(10), _RNG.randrange(10)) for _ in range(400)]
 TRAIN_TEXT = "".join(f"{a} + {b} = {a + b}\n" for a, b in _PAIRS)
 LONG_PROMPT = TRAIN_TEXT[:290] + "\nhello world"  # > 2 KV blocks of 128 tokens: prefix-cacheable
 NEW_TOKENS = 16
+# the issue's prompts: ~63 characters (tokens), as a chat-formatted arithmetic dataset has them
+CHAT_PROMPTS = [
+    f"system: be brief and answer with digits\nuser: {a}{b}*{b}=\nassistant: "
+    for a, b in _PAIRS[:16]
+]
+STEP_TOKENS = 4096  # vLLM's max_num_batched_tokens on CPU: a longer step is prefilled in chunks
+CONTEXT = 512  # the tiny model's max_position_embeddings
 SMALL_BUCKETS = 64 * 1024  # the 2.4 MB tiny model then takes ~40 buckets
 
 
@@ -183,6 +190,50 @@ def test_generate_groups_on_two_workers(ray_session, workers, tokenizer):
     assert [r.completion_ids for r in again[1]] == [r.completion_ids for r in results[0]]
     # the n completions of a prompt and the prompts of a call do not share one random stream
     assert len({tuple(r.completion_ids) for r in results[0]}) > 1
+
+
+def by_group(rollouts):
+    """group id -> its completions' token ids, in vLLM's index order."""
+    groups = {}
+    for r in rollouts:
+        groups.setdefault(r.group_id, []).append(r.completion_ids)
+    return groups
+
+
+def test_full_seeded_batches_survive_chunked_prefill_and_replay(ray_session, workers, tokenizer):
+    """A training step (16 prompts x 8 samples) and an evaluation (greedy, then pass@4 on prompts
+    near the context limit) overflow one engine step's token budget, so vLLM prefills some prompts
+    in chunks and discards the token sampled after each partial chunk. With per-prompt seeds that
+    crashed the CPU engine (``CPU Generator does not use offset``); the discarded draw must also
+    leave the prompt's generator untouched: the same seeds give the same completions with the
+    prompts in the opposite order, where other prompts are the ones split."""
+    ray, worker = ray_session, workers[0]
+    train = prompts_of(tokenizer, CHAT_PROMPTS)
+    assert len(train[0].token_ids) >= 60 and sum(len(p.token_ids) for p in train) * 8 > STEP_TOKENS
+    step = SamplingSettings(n=8, temperature=1.0, max_new_tokens=6, seed=1_000_003)
+    ids = list(range(len(train)))
+    first = ray.get(worker.generate.remote(train, step, group_ids=ids))
+    reverse = ray.get(worker.generate.remote(train[::-1], step, group_ids=ids[::-1]))
+    assert len(first) == len(train) * 8
+    assert by_group(reverse) == by_group(first)
+    assert len({tuple(r.completion_ids) for r in first}) > len(train)  # really sampled
+
+    # evaluation: held-out prompts a few tokens under the context minus max_new_tokens; even with
+    # their full KV blocks (128 tokens) cached by the greedy pass, the last 120 tokens of 64
+    # requests overflow a step
+    long_ids = tokenizer(TRAIN_TEXT)["input_ids"]
+    length = CONTEXT - 6 - 2
+    held_out = [Prompt(f"e{i}", long_ids[7 * i : 7 * i + length]) for i in range(16)]
+    assert all(len(p.token_ids) == length for p in held_out)
+    assert len(held_out) * 4 * (length % 128) > STEP_TOKENS
+    argmax = SamplingSettings(n=1, temperature=0.0, max_new_tokens=6, seed=-1)
+    pass_k = SamplingSettings(n=4, temperature=1.0, max_new_tokens=6, seed=-2)
+    eval_ids = list(range(100, 100 + len(held_out)))
+    assert len(ray.get(worker.generate.remote(held_out, argmax, group_ids=eval_ids))) == 16
+    sampled = ray.get(worker.generate.remote(held_out, pass_k, group_ids=eval_ids))
+    again = ray.get(worker.generate.remote(held_out[::-1], pass_k, group_ids=eval_ids[::-1]))
+    assert len(sampled) == len(held_out) * 4
+    assert by_group(again) == by_group(sampled)
 
 
 def test_stop_strings_end_completions_with_reason_stop(ray_session, workers, tokenizer):

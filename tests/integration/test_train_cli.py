@@ -62,7 +62,7 @@ def test_short_train_run_with_a_user_reward_file_writes_the_run_directory(tmp_pa
     assert "held-out accuracy before rl1:" in out.stdout and f"run directory: {run_dir}" in out.stdout
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     stages = [r.get("stage") for r in rows if "stage" in r]
-    assert stages == ["sft0"] * 3 + ["rl1"] * 2
+    assert stages == ["sft1"] * 3 + ["rl1"] * 2  # stages count from 1 per kind
     rl = [r for r in rows if r.get("stage") == "rl1"]
     assert all("reward/mean" in r and "learner/loss" in r and "sync/bytes" in r for r in rl)
     assert all(r["reward/failed_samples"] == 0 and "reward/length_penalty/mean" in r for r in rl)
@@ -79,7 +79,7 @@ def test_short_train_run_with_a_user_reward_file_writes_the_run_directory(tmp_pa
     assert all(w["node_id"] and w["node_ip"] for ws in placement.values() for w in ws)
     assert f"rlft: placement: rollout on {placement['rollout'][0]['node_ip']}" in out.stdout
     log = (run_dir / "train.log").read_text()
-    assert log.count("stage=rl1") == 2 and log.count("stage=sft0") == 3
+    assert log.count("stage=rl1") == 2 and log.count("stage=sft1") == 3
     # monitoring: samples, TensorBoard scalars, the offline wandb run, the report
     samples = [json.loads(line) for line in (run_dir / "samples.jsonl").read_text().splitlines()]
     assert {r["step"] for r in samples} == {4, 5} and all("score" in r["rewards"] for r in samples)
@@ -114,7 +114,8 @@ def test_a_reward_failing_past_the_limit_stops_the_run_with_a_clear_error(tmp_pa
         capture_output=True, text=True, timeout=900, cwd=tmp_path,
     )
     assert out.returncode == 1, out.stdout[-3000:] + out.stderr[-3000:]
-    assert "rlft: stopped: step 0: 100% of the samples failed their reward (reward.max_failure_rate=0.5)" in out.stderr
+    # the first step is step 1, as the console counts it
+    assert "rlft: stopped: step 1: 100% of the samples failed their reward (reward.max_failure_rate=0.5)" in out.stderr
     assert "KeyError: 'no verifier for" in out.stderr
     log = (run_dir / "train.log").read_text()  # the first errors, with their samples, are in the run's log
     assert "reward 'score' failed (exception) on sample 0: KeyError" in log and "completion" in log

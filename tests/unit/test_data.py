@@ -207,10 +207,18 @@ def test_encoding_byte_order_mark_and_bad_bytes(tmp_path):
         load_records(path)
 
 
-@pytest.mark.parametrize("value, kind", [(42, "int"), (["a", "b"], "list"), ({"role": "user"}, "dict")])
-def test_non_string_prompt(tmp_path, value, kind):
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        (42, "field 'prompt' must be a string or a list of chat messages, got int"),
+        ({"role": "user"}, "field 'prompt' must be a string or a list of chat messages, got dict"),
+        (["a", "b"], "field 'prompt', message 0: expected an object with 'role' and 'content', got str"),
+        ([], "field 'prompt' must be a non-empty list of chat messages"),
+    ],
+)
+def test_non_string_prompt(tmp_path, value, message):
     path = write_jsonl(tmp_path / "types.jsonl", [{"prompt": value, "answer": 1}])
-    with data_error(str(path), "line 1", f"field 'prompt' must be a string, got {kind}"):
+    with data_error(str(path), "line 1", message):
         load_records(path)
 
 
@@ -298,7 +306,7 @@ def test_chat_template_modes_without_a_template(tok, records):
     assert prepare_prompts(records, tok, chat_template="off")[0][0].text == "12+34="
     with data_error("chat_template='on'", "no chat template"):
         prepare_prompts(records, tok, chat_template="on")
-    with pytest.raises(ValueError, match="'auto', 'on' or 'off'"):
+    with pytest.raises(ValueError, match="'auto', 'on', 'off' or a Jinja chat template"):
         prepare_prompts(records, tok, chat_template="yes")
 
 

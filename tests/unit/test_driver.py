@@ -115,7 +115,7 @@ def test_rl_step_runs_the_phases_in_order_and_advances_versions():
         "generate_greedy", "score",                       # evaluation after RL
     ]
     assert summary.version == 2 and summary.steps == 2
-    logged = [m for _, m in driver.sink.rows if m.get("stage") == "rl0"]
+    logged = [m for _, m in driver.sink.rows if m.get("stage") == "rl1"]
     # every logged RL step carries its learner, reward and sync metrics and the new version
     assert [(m["version"], m["sync/bytes"], "learner/loss" in m, "reward/mean" in m) for m in logged] == [
         (1.0, 10.0, True, True), (2.0, 10.0, True, True)]
@@ -125,9 +125,9 @@ def test_rl_step_runs_the_phases_in_order_and_advances_versions():
     for sample in batch.samples:
         expected = 0.5 / (1 / 3) ** 0.5 * (1 if sample.completion_ids[0] % 2 else -1)
         assert sample.advantages == pytest.approx([expected] * len(sample.completion_ids), abs=1e-5)
-    assert set(summary.evaluations) == {"before_rl0", "after_rl0"}
+    assert set(summary.evaluations) == {"before_rl1", "after_rl1"}  # stages count from 1, like steps
     # rewards alternate 0, 1 within each group: accuracy of greedy completion 0 is 0
-    assert summary.evaluations["after_rl0"]["eval/accuracy"] == 0.0
+    assert summary.evaluations["after_rl1"]["eval/accuracy"] == 0.0
     # step seeds differ and are reproducible
     seeds = [s.seed for s in engine.seen if s.n == 4]
     assert len(set(seeds)) == 2 and seeds == [driver.sampling(0).seed, driver.sampling(1).seed]
@@ -184,7 +184,7 @@ def test_a_scorer_may_return_scores_whose_metrics_and_errors_reach_the_log(caplo
         metrics = driver.rl_step()
     assert metrics["reward/custom/mean"] == 1.0 and metrics["batch/failed_rewards"] == 3.0
     assert len(learner.batches[0][0]) == 9
-    assert "step 0: reward 'custom' failed (timeout) on sample 0: slow" in caplog.text
+    assert "step 1: reward 'custom' failed (timeout) on sample 0: slow" in caplog.text  # as the console counts
 
 
 @pytest.mark.parametrize("failing, limit, stops", [(2, 0.5, False), (3, 0.5, True), (4, 1.0, False), (1, 0.0, True)])
@@ -215,11 +215,11 @@ def test_evaluation_and_checkpoint_cadence(tmp_path):
         ckpt=str(tmp_path),
     )
     summary = driver.run()
-    assert list(summary.evaluations) == ["before_rl0", "rl0_step2", "rl0_step4", "after_rl0"]
-    assert "eval/pass@2" in summary.evaluations["after_rl0"]
+    assert list(summary.evaluations) == ["before_rl1", "rl1_step2", "rl1_step4", "after_rl1"]
+    assert "eval/pass@2" in summary.evaluations["after_rl1"]
     # pass@2: completions 0 and 1 -> one of them is rewarded 1 -> every prompt solved
-    assert summary.evaluations["after_rl0"]["eval/pass@2"] == 1.0
-    assert summary.evaluations["after_rl0"]["eval/mean@2"] == 0.5  # rewards 0 and 1 for every prompt
+    assert summary.evaluations["after_rl1"]["eval/pass@2"] == 1.0
+    assert summary.evaluations["after_rl1"]["eval/mean@2"] == 0.5  # rewards 0 and 1 for every prompt
     # written under step-N.tmp, then renamed into place
     assert [p.rsplit("-", 1)[1] for p in learner.saved] == ["000002.tmp", "000004.tmp", "000005.tmp"]
     assert [p.rsplit("-", 1)[1] for p in summary.checkpoints] == ["000004", "000005"]
@@ -248,13 +248,13 @@ def test_sample_completions_reach_the_sink_on_their_cadence_with_their_rewards()
     assert [step for step, _ in driver.sink.samples] == [2, 4]
     rows = driver.sink.samples[0][1]
     # 12 rollouts (3 prompts x 4): rows 0, 6 (rounded from 5.5) and 11; reward = completion token % 2
-    assert [(r["reward"], r["stage"], r["num_tokens"]) for r in rows] == [(0.0, "rl0", 1), (0.0, "rl0", 1), (1.0, "rl0", 1)]
+    assert [(r["reward"], r["stage"], r["num_tokens"]) for r in rows] == [(0.0, "rl1", 1), (0.0, "rl1", 1), (1.0, "rl1", 1)]
     assert len({r["prompt_id"] for r in rows}) == 3  # one from each prompt's group
-    step_rows = [m for _, m in driver.sink.rows if m.get("stage") == "rl0"]
+    step_rows = [m for _, m in driver.sink.rows if m.get("stage") == "rl1"]
     assert all(m["throughput/tokens_per_s"] > 0 for m in step_rows)
     evals = [m for _, m in driver.sink.rows if "eval/accuracy" in m]
     assert len(evals) == 2 and all(m["time/eval"] >= 0 for m in evals)
-    assert "time/eval" not in driver.summary.evaluations["after_rl0"]
+    assert "time/eval" not in driver.summary.evaluations["after_rl1"]
 
 
 def _prompt_ids(driver):
@@ -424,7 +424,7 @@ def _stages(*kinds):
     [
         (("sft", "rl"), [], ["rl1"]),
         (("sft", "rl", "rl"), [], ["rl1"]),  # the second RL stage keeps the first one's reference
-        (("sft", "rl", "sft", "rl"), [], ["rl1", "rl3"]),
+        (("sft", "rl", "sft", "rl"), [], ["rl1", "rl2"]),  # named per kind: sft1 rl1 sft2 rl2
         (("rl", "rl"), [], []),  # no SFT before: model.path stays the reference
         (("sft", "rl"), ["algo.kl.reference=base"], []),
         (("sft", "rl"), ["algo.kl.coef=0"], []),  # no KL term, no reference model at all
@@ -469,8 +469,9 @@ def test_a_snapshot_without_a_reference_directory_fails_clearly():
 
 def test_evaluation_golden_accuracy_pass_at_k_and_mean_at_k():
     """Two held-out prompts, 4 samples each (completion tokens 0..3), greedy completion token 0.
-    p0 is rewarded only for token 3, p1's reward fails for token 2 (counted as 0) and is 0 otherwise:
-    accuracy 0, pass@4 = 1/2 (p0 solved once), mean@4 = 1/8."""
+    p0 is rewarded only for token 3, p1's reward fails for token 2 (never correct) and is 0 otherwise:
+    accuracy 0, pass@4 = 1/2 (p0 solved once), mean@4 = 1/8 correct; mean reward 1/7 over the 7
+    samples scored."""
     def reward(r):
         if r.prompt_id == "p1" and r.completion_ids[0] == 2:
             return None
@@ -479,4 +480,5 @@ def test_evaluation_golden_accuracy_pass_at_k_and_mean_at_k():
     driver, _, _, _ = make(["evaluation.pass_k=4"], reward=reward)
     out = driver.evaluate()
     assert out == {"eval/accuracy": 0.0, "eval/failed_rewards": 0.0, "eval/prompts": 2.0,
-                   "eval/pass@4": 0.5, "eval/mean@4": 0.125}
+                   "eval/mean_reward": 0.0, "eval/pass@4": 0.5, "eval/mean@4": 0.125,
+                   "eval/mean_reward@4": pytest.approx(1 / 7)}

@@ -154,7 +154,7 @@ def test_job_ids_name_the_run_and_the_time():
 ])
 def test_the_run_dir_reaches_the_entrypoints_shell_intact(run_dir, expected):
     entry = jobs.entrypoint(run_dir)
-    assert entry.startswith("python -u -m launch.cli train _rlft_job/config.yaml --run-dir ")
+    assert entry.startswith("sh _rlft_job/run.sh train _rlft_job/config.yaml --run-dir ")
     arg = entry.split("--run-dir ", 1)[1]
     out = subprocess.run(["sh", "-c", f"printf %s {arg}"], capture_output=True, text=True, env={"HOME": "/home/u"})
     assert out.stdout == expected
@@ -352,3 +352,10 @@ def test_ctrl_c_while_following_detaches_even_when_the_log_stream_absorbs_the_ca
         timer.cancel()
     assert server.polls == 0
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+
+
+def test_force_lets_the_run_inside_the_job_skip_its_placement_check_too(tmp_path):
+    """``rlft submit --force`` (an autoscaling cluster): ``rlft train`` in the job must not refuse to
+    start on the nodes alive at that moment either."""
+    assert jobs.runtime_env(tmp_path, [], [], 60, force=True)["env_vars"]["RLFT_SKIP_PLACEMENT_CHECK"] == "1"
+    assert "RLFT_SKIP_PLACEMENT_CHECK" not in jobs.runtime_env(tmp_path, [], [], 60)["env_vars"]

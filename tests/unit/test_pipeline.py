@@ -222,7 +222,7 @@ def make_async(overrides=(), lag_versions=0, ckpt=None):
 
 
 def rl_rows(driver):
-    return [m for m in driver.sink.rows if m.get("stage") == "rl0"]
+    return [m for m in driver.sink.rows if m.get("stage") == "rl1"]
 
 
 def test_async_run_trains_on_batches_at_most_one_version_old():
@@ -264,7 +264,7 @@ def test_resume_regenerates_the_tickets_in_flight_with_the_same_prompts(tmp_path
     first, _, _, observed_a = make_async(["stages=[{kind: rl, steps: 5}]", "checkpoint.every=2"], ckpt=str(tmp_path))
     first._stage_end = 5
     for _ in range(3):  # then the run dies: its last checkpoint is step 2's
-        first.rl_step("rl0")
+        first.rl_step("rl1")
     ckpt = tmp_path / "step-000002"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["step-000002"]
     state_tickets = load_driver_state(ckpt)["pipeline"]
@@ -283,8 +283,8 @@ def test_resume_regenerates_the_tickets_in_flight_with_the_same_prompts(tmp_path
 def test_a_synchronous_resume_of_an_async_checkpoint_trains_the_drawn_prompts(tmp_path):
     first, _, _, _ = make_async(["checkpoint.every=2"], ckpt=str(tmp_path))
     first._stage_end = 5
-    first.rl_step("rl0")
-    first.rl_step("rl0")
+    first.rl_step("rl1")
+    first.rl_step("rl1")
     drawn = load_driver_state(tmp_path / "step-000002")["pipeline"]
     sync, _, _, _ = make_async(["rollout.max_staleness=0"], ckpt=str(tmp_path))
     sync.restore(tmp_path / "step-000002")
@@ -318,5 +318,5 @@ def test_reward_errors_scored_group_by_group_are_logged_only_up_to_log_errors(ca
     stream.submit = with_errors
     driver._stage_end = 1
     with caplog.at_level("WARNING", logger="rlft.driver"):
-        driver.rl_step("rl0")
-    assert [r.getMessage() for r in caplog.records if "bad" in r.getMessage()] == ["step 0: bad 0", "step 0: bad 1"]
+        driver.rl_step("rl1")
+    assert [r.getMessage() for r in caplog.records if "bad" in r.getMessage()] == ["step 1: bad 0", "step 1: bad 1"]

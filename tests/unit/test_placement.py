@@ -176,3 +176,79 @@ def test_rlft_plan_prints_the_table_and_exits_1_when_it_does_not_fit(capsys):
     assert "does not fit: the run needs 0.01 node_b, the cluster has 0" in capsys.readouterr().err
     assert main(["plan", "cluster.reward.resources={node_b: 0.01}", "--node-cpus", "4",
                  "--node-resource", "node_b=1"]) == 0
+
+
+# --------------------------------------------------------------------------------------------------
+# rlft train: an embedded Ray sized from the run's plan, and the check before any actor starts
+
+
+def test_an_embedded_ray_gets_what_the_roles_reserve_when_the_machine_has_fewer_cores():
+    from rlft.placement import embedded_cpus
+
+    two_ranks = plan_run(_cfg("learner.num_ranks=2", "cluster.learner.cpus=2", "reward.num_workers=2"))
+    assert embedded_cpus(two_ranks, cores=2) == 7  # rollout 1 + learner 2 x 2 + reward 2 x 1
+    assert embedded_cpus(plan_run(_cfg("cluster.reward.cpus=0.5")), cores=2) == 3  # 2.5 rounds up
+    assert embedded_cpus(two_ranks, cores=32) == 32
+    assert embedded_cpus(two_ranks, cores=2, configured=4) == 4  # cluster.num_cpus as given
+
+
+class _FakeRay:
+    def __init__(self, nodes=()):
+        self.kwargs, self._nodes = None, list(nodes)
+
+    def init(self, **kwargs):
+        self.kwargs = kwargs
+        return "context"
+
+    def nodes(self):
+        return self._nodes
+
+
+def test_train_starts_the_embedded_ray_with_the_plans_cpus(monkeypatch):
+    """Two roles plus a reward worker on two cores: Ray gets 3 CPUs, not the 2 cores (no 120 s wait)."""
+    import sys
+
+    from launch import ray_session
+
+    fake = _FakeRay()
+    monkeypatch.setitem(sys.modules, "ray", fake)
+    monkeypatch.setattr(ray_session.os, "cpu_count", lambda: 2)
+    assert ray_session.start_ray(_cfg(), None, log_to_driver=False) == "context"
+    assert fake.kwargs["num_cpus"] == 3
+    ray_session.start_ray(_cfg("cluster.num_cpus=8"), None, log_to_driver=True)
+    assert fake.kwargs["num_cpus"] == 8
+    ray_session.start_ray(_cfg(), "ray://head:10001", log_to_driver=True)
+    assert fake.kwargs == {"address": "ray://head:10001"}
+
+
+def test_a_run_that_cannot_fit_the_cluster_stops_before_any_actor_with_plans_message(monkeypatch, capsys, tmp_path):
+    import sys
+
+    import launch.train
+    from launch import ray_session
+
+    fake = _FakeRay([{"NodeID": "n1", "NodeManagerAddress": "10.0.0.1", "Alive": True, "Resources": {"CPU": 2.0}},
+                     {"NodeID": "n0", "NodeManagerAddress": "10.0.0.9", "Alive": False, "Resources": {"CPU": 64.0}}])
+    with monkeypatch.context() as m:
+        m.setitem(sys.modules, "ray", fake)
+        nodes = ray_session.alive_nodes()
+    assert nodes == [Node("n1", "10.0.0.1", {"CPU": 2.0})]
+    cfg = _cfg("learner.num_ranks=2")
+    with pytest.raises(PlacementError) as err:
+        ray_session.check_run_fits(cfg, nodes, "the cluster at ray://head:10001")
+    text = str(err.value)
+    assert text.startswith("the run does not fit on the cluster at ray://head:10001: the run needs 4 CPU, the "
+                           "cluster has 2 (rollout 1 x 1, learner 2 x 1, reward 1 x 1)\n")
+    assert format_plan(plan_run(cfg)) in text and "Nothing was started" in text
+    monkeypatch.setenv(ray_session.SKIP_CHECK_ENV, "1")  # an autoscaling cluster (rlft submit --force)
+    ray_session.check_run_fits(cfg, nodes, "the cluster")
+    monkeypatch.delenv(ray_session.SKIP_CHECK_ENV)
+
+    def train(cfg, run_dir, **kwargs):  # what launch.train does once Ray is up, before any actor
+        ray_session.check_run_fits(cfg, nodes, "the cluster at ray://head:10001")
+
+    monkeypatch.setattr(launch.train, "train", train)
+    assert main(["train", "learner.num_ranks=2", "--run-dir", str(tmp_path / "run")]) == 2
+    out = capsys.readouterr().err
+    assert "rlft: the run does not fit on the cluster at ray://head:10001: the run needs 4 CPU" in out
+    assert "Traceback" not in out

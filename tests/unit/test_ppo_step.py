@@ -98,7 +98,7 @@ def test_the_critic_warms_up_alone_then_both_train_each_step():
     steps = [c for c in calls if c in ("values", "critic_step", "train_step", "sync", "reference")]
     assert steps == ["values", "critic_step"] * 2 + ["values", "critic_step", "train_step", "sync"] * 2
     assert driver.version == 2  # two policy updates after the two warm-up steps
-    rows = [m for _, m in driver.sink.rows if m.get("stage") == "rl0"]
+    rows = [m for _, m in driver.sink.rows if m.get("stage") == "rl1"]
     assert [m.get("critic/warmup", 0.0) for m in rows] == [1.0, 1.0, 0.0, 0.0]
     assert all("critic/value_loss" in m and "critic/explained_variance" in m for m in rows)
     # returns are the outcome (1.0) everywhere; the advantages the policy saw are R - V, whitened:
@@ -122,7 +122,7 @@ def test_the_adaptive_kl_coefficient_follows_the_observed_kl_and_survives_a_rest
     over = ["stages=[{kind: rl, steps: 3}]", "algo.kl={coef: 0.1, placement: reward, estimator: k1, target: 0.25, horizon: 60}"]
     driver, calls, _, _ = make_ppo([*over, "checkpoint.every=2"], ckpt=str(tmp_path / "c"))
     driver.run()
-    coefs = [m["ppo/kl_coef"] for _, m in driver.sink.rows if m.get("stage") == "rl0"]
+    coefs = [m["ppo/kl_coef"] for _, m in driver.sink.rows if m.get("stage") == "rl1"]
     # KL 0.5 vs target 0.25: error clipped to +0.2, 6 samples per step over a horizon of 60: x1.02 per step
     assert coefs == pytest.approx([0.1, 0.102, 0.10404])
     assert calls.count("reference") == 3

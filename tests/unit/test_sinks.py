@@ -252,7 +252,7 @@ def test_build_sinks_a_backend_that_cannot_start_is_skipped_with_a_warning(tmp_p
 def test_stage_steps_of_names_stages_like_the_driver():
     stages = [{"kind": "sft", "steps": 3}, {"kind": "rl", "steps": 5, "name": "main"}]
     cfg = RunConfig.model_validate({"stages": stages})
-    assert S.stage_steps_of(cfg) == {"sft0": 3, "main": 5}
+    assert S.stage_steps_of(cfg) == {"sft1": 3, "main": 5}
 
 
 def test_samples_markdown_escapes_cells():
