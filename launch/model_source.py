@@ -32,12 +32,12 @@ def looks_like_path(spec: str) -> bool:
 
 
 def check_model_source(spec: str, what: str = "model.path") -> str:
-    """``spec`` as the loaders should get it (a local path with ``~`` expanded), or a ``DataError``
+    """``spec`` as the loaders should get it (a local path made absolute, ``~`` expanded), or a ``DataError``
     that says what is wrong and what to do: a local path that is not a directory, or a hub id that
     is neither cached here nor downloadable (offline mode, or the hub unreachable)."""
     local = Path(spec).expanduser()
     if local.is_dir():
-        return str(local)
+        return str(local.resolve())  # absolute: the actors do not run in this directory
     if looks_like_path(spec):
         what_is = "a file, not a directory" if local.exists() else "no such directory"
         raise DataError(

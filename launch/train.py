@@ -64,12 +64,13 @@ def held_out_of(train_path: str) -> str:
 
 
 def resolve_model(cfg: RunConfig, run_dir: Path, path: str | None = None) -> str:
-    """A local model directory: ``builtin:tiny`` is built (seeded) into the run directory."""
+    """A local model directory, as an absolute path (the actors do not run in this directory):
+    ``builtin:tiny`` is built (seeded) into the run directory."""
     path = path or cfg.model.path
     if path == "builtin:tiny":
         from rlft.models import build_tiny_model
 
-        return str(build_tiny_model(run_dir / "base-model", seed=cfg.seed))
+        return str(build_tiny_model(run_dir / "base-model", seed=cfg.seed).resolve())
     if path.startswith("builtin:"):
         raise DataError(f"unknown built-in model {path!r}; available: builtin:tiny")
     from launch.model_source import check_model_source
@@ -243,6 +244,7 @@ def train(
 ) -> RunSummary:
     """Run ``cfg`` in ``run_dir`` (from the checkpoint ``resume_from`` when given); actors are stopped
     and an embedded Ray shut down on any exit."""
+    run_dir = Path(run_dir).resolve()  # the actors do not run in this directory: every path they get is absolute
     resumed_step = load_driver_state(resume_from)["step"] if resume_from else 0
     if resume_from:
         truncate_logs(run_dir, resumed_step)  # rows of steps after the checkpoint are logged again

@@ -5,6 +5,7 @@ once with how to point at a local copy (not a minute of retries and a traceback)
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 
 import pytest
 
@@ -28,7 +29,14 @@ def test_a_file_is_not_a_model_directory_and_a_directory_passes(tmp_path, monkey
     with pytest.raises(DataError, match="'./weights.bin': a file, not a directory"):
         resolve_model(load_config(overrides=["model.path=./weights.bin"]), tmp_path)
     (tmp_path / "m").mkdir()
-    assert resolve_model(load_config(overrides=["model.path=./m"]), tmp_path) == "m"
+    # absolute: Ray's actors run elsewhere (a relative path failed there as a "repo id")
+    assert resolve_model(load_config(overrides=["model.path=./m"]), tmp_path) == str((tmp_path / "m").resolve())
+
+
+def test_the_built_in_model_is_built_under_a_relative_run_dir_and_named_absolutely(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = resolve_model(load_config(), Path("runs/exp"))
+    assert path == str((tmp_path / "runs/exp/base-model").resolve()) and Path(path, "config.json").is_file()
 
 
 def test_an_offline_hub_id_fails_at_once_naming_the_local_copy(tmp_path, monkeypatch):
