@@ -335,9 +335,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_cli(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line's arguments; ``KEY=VALUE`` overrides may also follow the options
+    (``rlft train my.yaml --run-dir runs/x learner.lr=1e-5``), as argparse alone would refuse.
+
+    >>> parse_cli(["train", "my.yaml", "-q", "learner.lr=1e-5", "--run-dir", "r"]).overrides
+    ['learner.lr=1e-5']
+    """
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if not hasattr(args, "overrides") or any(e.startswith("-") or "=" not in e for e in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides = [*args.overrides, *extra]
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_cli(argv)
     try:
         return args.func(args)
     except (ConfigError, ParamError, RegistryError, PluginError, DataError, RewardError, CheckpointError,

@@ -119,6 +119,7 @@ def prepare(cfg: RunConfig, run_dir: Path) -> Prepared:
         f"data: {train_report.kept} train prompts ({train_report.skipped_too_long} skipped as too long), "
         f"{len(eval_prompts)} held-out prompts from {eval_src}; longest prompt {train_report.max_tokens} tokens "
         f"(limit {train_report.limit}), chat template {'applied' if train_report.templated else 'not applied'}",
+        f"first prompt as the model sees it: {train_prompts[0].text!r}",
         "rewards: " + ", ".join(f"{r.key} (weight {r.weight:g}, timeout {r.timeout_s:g} s)" for r in rewards),
     ]
     sft: list[TrainSample] = []

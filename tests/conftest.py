@@ -32,6 +32,7 @@ import rlft.algorithms as A
 # when the checkpoint is ready. Neither waits for the other, and neither holds two long modules.
 FIRST = (
     "slow/test_ppo_learns.py",
+    "slow/test_own_data_learns.py",
     "integration/test_resume.py",
     "integration/test_checkpoint_disk.py",
     "slow/test_grpo_learns.py",

@@ -3,8 +3,8 @@
 Every RL run starts from one SFT-warmed checkpoint of the built-in task (``sft_checkpoint``) and is
 judged (``rl`` runs it, ``Learning`` judges it) on three measures:
 
-* ``eval/mean@8`` on the 500 held-out prompts: the mean reward of 8 sampled completions per prompt
-  (4,000 samples, standard error ~0.005) must rise by at least ``MIN_SAMPLED_GAIN``;
+* ``eval/mean@8`` on the 500 held-out prompts: the share of 8 sampled completions per prompt that are
+  correct (4,000 samples, standard error ~0.005) must rise by at least ``MIN_SAMPLED_GAIN``;
 * the training reward (``reward/mean``, 256 samples a step) averaged over the last 50 steps must
   exceed its average over the first 50 by at least ``MIN_SAMPLED_GAIN``;
 * greedy held-out accuracy (500 prompts, one completion each) must not fall by more than
@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -63,7 +64,7 @@ class Learning:
 
     MIN_GAIN = MIN_SAMPLED_GAIN
 
-    def __init__(self, summary: Any, run_dir: Path, cfg: RunConfig, stage: str = "rl0"):
+    def __init__(self, summary: Any, run_dir: Path, cfg: RunConfig, stage: str = "rl1"):
         self.summary, self.run_dir, self.cfg = summary, run_dir, cfg
         self.before, self.after = summary.evaluations[f"before_{stage}"], summary.evaluations[f"after_{stage}"]
         rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
@@ -91,6 +92,20 @@ class Learning:
         assert self.gain(f"eval/mean@{K}") >= MIN_SAMPLED_GAIN, f"{what} did not raise held-out mean@{K}: {self}"
         assert self.trend >= MIN_SAMPLED_GAIN, f"{what}: the training reward did not rise: {self}"
         assert self.gain("eval/accuracy") >= -MAX_GREEDY_DROP, f"{what} lowered greedy held-out accuracy: {self}"
+
+
+def learning_of(run_dir: Path) -> Learning:
+    """The ``Learning`` of a finished run's one RL stage, read from its run directory (a run started
+    by the CLI: ``summary.json``, ``config.yaml`` and ``metrics.jsonl``)."""
+    summary = SimpleNamespace(**json.loads((run_dir / "summary.json").read_text()))
+    [stage] = [k[len("before_"):] for k in summary.evaluations if k.startswith("before_")]
+    return Learning(summary, run_dir, load_config(run_dir / "config.yaml"), stage=stage)
+
+
+@pytest.fixture(name="learning_of")
+def learning_of_fixture() -> Callable[[Path], Learning]:
+    """``learning_of(run_dir)`` for the tier's test modules (a conftest is not imported by name)."""
+    return learning_of
 
 
 @pytest.fixture

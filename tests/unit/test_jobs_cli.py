@@ -359,3 +359,15 @@ def test_force_lets_the_run_inside_the_job_skip_its_placement_check_too(tmp_path
     start on the nodes alive at that moment either."""
     assert jobs.runtime_env(tmp_path, [], [], 60, force=True)["env_vars"]["RLFT_SKIP_PLACEMENT_CHECK"] == "1"
     assert "RLFT_SKIP_PLACEMENT_CHECK" not in jobs.runtime_env(tmp_path, [], [], 60)["env_vars"]
+
+
+def test_overrides_may_follow_the_options_and_anything_else_unknown_is_refused(capsys):
+    from launch.cli import parse_cli
+
+    args = parse_cli(["train", "my.yaml", "a.b=1", "--run-dir", "runs/x", "-q", "stages=[{kind: rl, steps: 2}]"])
+    assert (args.config, args.overrides, args.run_dir) == ("my.yaml", ["a.b=1", "stages=[{kind: rl, steps: 2}]"], "runs/x")
+    for argv in (["train", "my.yaml", "--run-dir", "r", "--nope"], ["train", "my.yaml", "-q", "loose"],
+                 ["list", "a.b=1"]):
+        with pytest.raises(SystemExit) as exit_:
+            parse_cli(argv)
+        assert exit_.value.code == 2 and "unrecognized arguments" in capsys.readouterr().err

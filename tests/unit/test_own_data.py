@@ -157,6 +157,7 @@ def test_own_data_examples_prepare_with_sft_targets(tmp_path, monkeypatch, name)
     assert len(prepared.train_prompts) == len(prepared.sft_examples) == 200 and len(prepared.eval_prompts) == 50
     first = prepared.train_prompts[0]
     assert first.text == ("84+66=" if name == "own_data.yaml" else "user: 84+66=\nassistant: ")
+    assert f"first prompt as the model sees it: {first.text!r}" in prepared.notes  # what rlft check prints
     assert first.metadata["answer"] == "150"
     assert decoded(prepared, prepared.sft_examples[0])[1] == "150<eos>"
     assert prepared.tokenizer.unk_token_id not in first.token_ids
