@@ -3,14 +3,14 @@ dotted paths to nested fields, reference completions for SFT, and the chat templ
 
 from __future__ import annotations
 
-import contextlib
 import json
 
 import pytest
 
 from rlft.config import ConfigError, load_config, save_config
-from rlft.data import DataError, Record, load_records, prepare_prompts
+from rlft.data import Record, load_records, prepare_prompts
 from rlft.models import build_tokenizer
+from test_data import data_error  # tests/unit is on the path (pytest's rootdir-relative imports)
 
 TEMPLATE = (
     "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}\n{% endfor %}"
@@ -34,14 +34,6 @@ def assistant(text):
 def write_jsonl(path, rows):
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
-
-
-@contextlib.contextmanager
-def data_error(*parts):
-    with pytest.raises(DataError) as info:
-        yield info
-    for part in parts:
-        assert part in str(info.value), f"{part!r} not in {str(info.value)!r}"
 
 
 # --------------------------------------------------------------------------------------------------
