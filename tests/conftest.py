@@ -27,14 +27,15 @@ import rlft.algorithms as A
 # Modules scheduled first, longest first (measured wall times in the README's Tests section).
 # pytest-xdist hands worker 1 the 1st module and worker 2 the 2nd, then at once worker 1 the 3rd and
 # worker 2 the 4th (each worker keeps a module in reserve); after that, whichever is free takes the
-# next. So: worker 1 runs PPO (building the slow tier's SFT checkpoint first) and then a short
-# module; worker 2 runs the resume tests, which need no checkpoint, and then the GRPO runs, by
-# when the checkpoint is ready. Neither waits for the other, and neither holds two long modules.
+# next. So: worker 1 runs PPO (building the slow tier's SFT checkpoint first, ~500 s in all) and
+# then a short module; worker 2 meanwhile runs the resume tests and the README's own-data
+# walk-through (~250 s each), which need no checkpoint; then the GRPO runs start, by when the
+# checkpoint is ready. Neither waits for the other, and the first two long stretches end together.
 FIRST = (
     "slow/test_ppo_learns.py",
-    "slow/test_own_data_learns.py",
     "integration/test_resume.py",
     "integration/test_checkpoint_disk.py",
+    "slow/test_own_data_learns.py",
     "slow/test_grpo_learns.py",
     "slow/test_async_learns.py",
     "integration/test_jobs.py",
