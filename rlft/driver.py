@@ -36,7 +36,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from rlft.batching import build_train_batch, group_results, group_variances, reward_metrics, sample_rows
 from rlft.checkpointing import (
@@ -56,45 +56,18 @@ from rlft.evaluation import correct_reward, evaluate
 from rlft.pipeline import GroupStream, Pipeline, ScoredGroup, split_stale
 from rlft.types import Prompt, Rollout, SamplingSettings, Scores, TrainBatch, TrainSample
 from rlft.ppo_step import Critic, PPOStep
+from rlft.roles import (
+    Learner,
+    MetricsSink,
+    NonFiniteError,
+    RewardFailureError,
+    RewardScorer,
+    RolloutEngine,
+    WeightSync,
+)
 from rlft.signal_watch import SignalWatch, groups_of, watches_signal
 
 logger = logging.getLogger(__name__)
-
-
-class RolloutEngine(Protocol):
-    def generate(self, prompts: list[Prompt], sampling: SamplingSettings) -> list[Rollout]: ...
-
-
-class RewardScorer(Protocol):
-    def score(self, rollouts: list[Rollout]) -> Scores | list[float | None]: ...
-
-
-class RewardFailureError(RuntimeError):
-    """Too many samples of one step failed their reward (``reward.max_failure_rate``)."""
-
-
-class NonFiniteError(RuntimeError):
-    """The learner skipped ``learner.max_consecutive_skips`` steps in a row for non-finite values."""
-
-
-class Learner(Protocol):
-    def train_step(
-        self, batch: TrainBatch, *, supervised: bool = False, lr: float | None = None
-    ) -> dict[str, float]: ...
-
-    def save_checkpoint(self, path: str, *, weights_only: bool = False) -> str: ...
-
-    def load_checkpoint(self, path: str) -> int: ...
-
-    def set_reference(self, path: str, *, save: bool = False) -> None: ...
-
-
-class WeightSync(Protocol):
-    def push(self, version: int) -> dict[str, float]: ...
-
-
-class MetricsSink(Protocol):
-    def log(self, step: int, metrics: dict[str, float | str]) -> None: ...
 
 
 def sampler_setup(cfg: RunConfig) -> tuple[str, dict[str, Any]]:

@@ -21,19 +21,11 @@ weighted total of all the rewards is reported apart, as the mean reward:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
 
 from rlft.config import ConfigError, RunConfig
 from rlft.config.evaluation import CorrectConfig
+from rlft.roles import RewardScorer, RolloutEngine
 from rlft.types import Prompt, Rollout, SamplingSettings, Scores
-
-
-class _Engine(Protocol):
-    def generate(self, prompts: list[Prompt], sampling: SamplingSettings) -> list[Rollout]: ...
-
-
-class _Scorer(Protocol):
-    def score(self, rollouts: list[Rollout]) -> Scores | list[float | None]: ...
 
 
 def correct_reward(cfg: RunConfig) -> CorrectConfig:
@@ -132,8 +124,8 @@ def sampled_metrics(rollouts: Sequence[Rollout], scores: Scores, correct: Correc
 
 
 def evaluate(
-    engine: _Engine,
-    scorer: _Scorer,
+    engine: RolloutEngine,
+    scorer: RewardScorer,
     prompts: list[Prompt],
     correct: CorrectConfig,
     *,
