@@ -26,7 +26,7 @@ from rlft.data import load_records, prepare_prompts
 from rlft.data.context import model_context
 from rlft.data.loading import BUILTIN_PREFIX, DataError, Record
 from rlft.driver import Driver, RunSummary
-from rlft.tasks import Task, get_task
+from rlft.tasks import get_task
 from rlft.types import Prompt, TrainSample
 from rewards.loading import load_rewards, reward_functions
 from rewards.pool import Sample, runtime_sample
@@ -46,14 +46,6 @@ class Prepared:
     judge_model_path: str | None
     notes: list[str]
     tokenizer: Any = None
-
-
-def builtin_task(cfg: RunConfig) -> Task | None:
-    """The built-in task of ``data.train_path`` (``builtin:<task>``), or None for a user's data."""
-    src = cfg.data.train_path
-    if not src.startswith(BUILTIN_PREFIX):
-        return None
-    return get_task(src[len(BUILTIN_PREFIX):].split(":")[0])
 
 
 def held_out_of(train_path: str) -> str:

@@ -150,6 +150,30 @@ def sample_rows(
     return rows
 
 
+def rewards_by_group(rollouts: Sequence[Rollout], rewards: Sequence[float | None]) -> dict[int, list[float | None]]:
+    """The rewards of ``rollouts`` by ``group_id``, groups in order of first appearance.
+
+    >>> from rlft.types import Rollout
+    >>> rs = [Rollout("p", g, [1], [2], [0.0], "stop", 0) for g in (0, 1, 0)]
+    >>> rewards_by_group(rs, [1.0, None, 0.0])
+    {0: [1.0, 0.0], 1: [None]}
+    """
+    groups: dict[int, list[float | None]] = {}
+    for r, x in zip(rollouts, rewards):
+        groups.setdefault(r.group_id, []).append(x)
+    return groups
+
+
+def has_signal(rewards: Sequence[float | None]) -> bool:
+    """Whether a group's scored rewards differ (failed ones, None, left out): only then do
+    group-relative advantages carry a signal.
+
+    >>> has_signal([1.0, 0.0, None]), has_signal([1.0, 1.0, None]), has_signal([None, None])
+    (True, False, False)
+    """
+    return len({float(r) for r in rewards if r is not None}) > 1
+
+
 def group_variances(rollouts: Sequence[Rollout], rewards: Sequence[float | None]) -> dict[int, bool]:
     """Per group id: True when its scored rewards differ (the group carries an advantage signal).
 
@@ -158,12 +182,7 @@ def group_variances(rollouts: Sequence[Rollout], rewards: Sequence[float | None]
     >>> group_variances(rs, [1.0, 0.0, 1.0, 1.0])
     {0: True, 1: False}
     """
-    seen: dict[int, set[float]] = {}
-    for r, x in zip(rollouts, rewards):
-        values = seen.setdefault(r.group_id, set())
-        if x is not None:
-            values.add(float(x))
-    return {g: len(values) > 1 for g, values in seen.items()}
+    return {g: has_signal(values) for g, values in rewards_by_group(rollouts, rewards).items()}
 
 
 def group_results(

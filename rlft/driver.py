@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rlft.batching import build_train_batch, group_results, group_variances, reward_metrics, sample_rows
+from rlft.batching import build_train_batch, group_results, group_variances, reward_metrics, rewards_by_group, sample_rows
 from rlft.checkpointing import (
     CheckpointError,
     atomic_dir,
@@ -56,16 +56,8 @@ from rlft.evaluation import correct_reward, evaluate
 from rlft.pipeline import GroupStream, Pipeline, ScoredGroup, split_stale
 from rlft.types import Prompt, Rollout, SamplingSettings, Scores, TrainBatch, TrainSample
 from rlft.ppo_step import Critic, PPOStep
-from rlft.roles import (
-    Learner,
-    MetricsSink,
-    NonFiniteError,
-    RewardFailureError,
-    RewardScorer,
-    RolloutEngine,
-    WeightSync,
-)
-from rlft.signal_watch import SignalWatch, groups_of, watches_signal
+from rlft.roles import Learner, MetricsSink, NonFiniteError, RewardFailureError, RewardScorer, RolloutEngine, WeightSync
+from rlft.signal_watch import SignalWatch, watches_signal
 
 logger = logging.getLogger(__name__)
 
@@ -189,10 +181,10 @@ class Driver:
         """Run the stages from where the driver stands (the start, or a restored checkpoint). On
         Ctrl-C / SIGTERM a checkpoint is written first (``checkpoint.on_interrupt``)."""
         try:
-            for index, stage in enumerate(self.cfg.stages):
+            names = stage_names(self.cfg.stages)  # sft1, rl1, ...: counted from 1, like steps
+            for index, (stage, name) in enumerate(zip(self.cfg.stages, names)):
                 if index < self.stage_index:
                     continue
-                name = stage_names(self.cfg.stages)[index]  # sft1, rl1, ...: counted from 1, like steps
                 if stage.kind == "sft":
                     self.run_sft(stage, name)
                 else:
@@ -263,7 +255,8 @@ class Driver:
             **batch_metrics,
             **sampling_metrics,
             **self.sampler.metrics(),
-            **self.watch.observe(self.step + 1, groups_of(rollouts, rewards), cfg.rollout.prompts_per_step),
+            **self.watch.observe(self.step + 1, list(rewards_by_group(rollouts, rewards).values()),
+                               cfg.rollout.prompts_per_step),
         }
         metrics["prompt_ids"] = [p.prompt_id for p in prompts]  # logged: a resumed run's data is checkable
         for role in (self.engine, self.scorer):  # workers Ray restarted (run totals), when the role has them

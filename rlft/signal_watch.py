@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 
 from rlft.algorithms import ADVANTAGES
 from rlft.config import RunConfig
-from rlft.types import Rollout
+from rlft.batching import has_signal
 
 _HELP = (
     "Likely causes: the task is too hard for the model (every completion fails) or too easy (every one "
@@ -35,28 +35,6 @@ _HELP = (
     "the time), a higher rollout.temperature or a larger rollout.group_size (more varied completions), "
     "a denser reward (partial credit, or a shaping reward with a small weight), or an SFT warm-up stage."
 )
-
-
-def is_flat(rewards: Sequence[float | None]) -> bool:
-    """Whether a group's scored rewards are all equal (failed ones, None, left out): no signal.
-
-    >>> is_flat([1.0, 1.0, None]), is_flat([0.0, 1.0]), is_flat([None, None])
-    (True, False, True)
-    """
-    return len({float(r) for r in rewards if r is not None}) <= 1
-
-
-def groups_of(rollouts: Sequence[Rollout], rewards: Sequence[float | None]) -> list[list[float | None]]:
-    """The rewards of ``rollouts`` grouped by ``group_id``, in order of first appearance.
-
-    >>> rs = [Rollout("p", g, [1], [2], [0.0], "stop", 0) for g in (0, 1, 0)]
-    >>> groups_of(rs, [1.0, None, 0.0])
-    [[1.0, 0.0], [None]]
-    """
-    groups: dict[int, list[float | None]] = {}
-    for r, x in zip(rollouts, rewards):
-        groups.setdefault(r.group_id, []).append(x)
-    return list(groups.values())
 
 
 def watches_signal(cfg: RunConfig) -> bool:
@@ -90,7 +68,7 @@ class SignalWatch:
         if not self.enabled:
             return {}
         total = max(len(groups), expected or 0)
-        flat = [g for g in groups if is_flat(g)]
+        flat = [g for g in groups if not has_signal(g)]
         fraction = (len(flat) + total - len(groups)) / total if total else 1.0
         if fraction >= self.min_fraction:
             if not self.run:

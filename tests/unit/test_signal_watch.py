@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 
 from rlft.config import load_config
-from rlft.signal_watch import SignalWatch, is_flat, watches_signal
+from rlft.batching import has_signal
+from rlft.signal_watch import SignalWatch, watches_signal
 
 from test_driver import make
 
@@ -61,8 +62,8 @@ def test_disabled_watch_reports_nothing():
     assert [w.observe(step, FLAT) for step in (1, 2, 3, 4)] == [{}] * 4 and warnings == []
 
 
-def test_is_flat_and_when_the_watch_applies():
-    assert is_flat([]) and is_flat([None]) and is_flat([2.0, 2.0]) and not is_flat([2.0, None, 1.0])
+def test_flat_groups_and_when_the_watch_applies():
+    assert not has_signal([]) and not has_signal([None]) and not has_signal([2.0, 2.0]) and has_signal([2.0, None, 1.0])
     assert watches_signal(load_config())
     assert not watches_signal(load_config(overrides=["critic={}"]))  # GAE: equal rewards still teach
 
