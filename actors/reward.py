@@ -43,6 +43,7 @@ class RewardWorker:
         timeout_s: float = 5.0,
         memory_mb: int = 2048,
         judge: Any = None,
+        sandbox: dict[str, Any] | None = None,
     ) -> None:
         services = {"judge": JudgeClient(judge)} if judge is not None else {}
         self.pool = RewardPool(
@@ -53,6 +54,7 @@ class RewardWorker:
             timeout_s=timeout_s,
             memory_mb=memory_mb,
             services=services,
+            sandbox=sandbox,
         )
 
     def ready(self) -> list[str]:

@@ -350,6 +350,7 @@ class RewardGroup:
             timeout_s=r.timeout_s,
             memory_mb=r.memory_mb,
             judge=self.judge,
+            sandbox=r.sandbox.model_dump(),
         )
         self.workers: WorkerGroup[RewardWorker] = WorkerGroup(
             "reward",

@@ -153,7 +153,8 @@ def cmd_check(args: argparse.Namespace) -> int:
             samples = check_samples(cfg, prepared)
             r = cfg.reward
             reports = check_rewards(
-                prepared.rewards, samples, plugins=cfg.plugins, timeout_s=r.timeout_s, memory_mb=r.memory_mb
+                prepared.rewards, samples, plugins=cfg.plugins, timeout_s=r.timeout_s, memory_mb=r.memory_mb,
+                sandbox=r.sandbox.model_dump(),
             )
             print(f"# rewards called on {len(samples)} samples (reference answer and empty completion per row):")
             for rep in reports:

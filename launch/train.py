@@ -28,7 +28,7 @@ from rlft.data.loading import BUILTIN_PREFIX, DataError, Record
 from rlft.driver import Driver, RunSummary
 from rlft.tasks import get_task
 from rlft.types import Prompt, TrainSample
-from rewards.loading import load_rewards, reward_functions
+from rewards.loading import load_rewards, reward_functions, sandbox_mode
 from rewards.pool import Sample, runtime_sample
 
 logger = logging.getLogger("rlft")
@@ -113,6 +113,7 @@ def prepare(cfg: RunConfig, run_dir: Path) -> Prepared:
         f"(limit {train_report.limit}), chat template {'applied' if train_report.templated else 'not applied'}",
         f"first prompt as the model sees it: {train_prompts[0].text!r}",
         "rewards: " + ", ".join(f"{r.key} (weight {r.weight:g}, timeout {r.timeout_s:g} s)" for r in rewards),
+        sandbox_mode(cfg, rewards),
     ]
     sft: list[TrainSample] = []
     if any(s.kind == "sft" for s in cfg.stages):

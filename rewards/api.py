@@ -83,6 +83,7 @@ class RewardSpec:
     keywords: frozenset[str]  # keyword parameters the function names (fields and params)
     accepts_fields: frozenset[str] | None  # None: takes every field (``**fields``)
     needs_judge: bool  # declares a ``judge`` keyword: served by the run's judge engine
+    uses_sandbox: bool = False  # runs code in ``rewards.sandbox``: the run checks the sandbox at start
 
     def call_kwargs(self, fields: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
         """The keywords of one call: the fields the function takes, then the params on top."""
@@ -105,7 +106,11 @@ def batched(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def reward(
-    name: str | Callable[..., Any] | None = None, *, batched: bool = False, timeout_s: float | None = None
+    name: str | Callable[..., Any] | None = None,
+    *,
+    batched: bool = False,
+    timeout_s: float | None = None,
+    sandbox: bool = False,
 ) -> Any:
     """Register a reward function under ``name`` (default: the function's name); ``@reward`` without
     parentheses works too.
@@ -113,11 +118,15 @@ def reward(
     ``timeout_s`` is this reward's default time limit per call (e.g. longer for model judges); a
     config's ``timeout_s`` wins over it, and ``reward.timeout_s`` applies when neither is set. A name
     can be registered once; registering the same function again (a module re-imported) is allowed.
+    ``sandbox=True`` declares that it runs code in ``rewards.sandbox``: reward workers then select
+    ``reward.sandbox`` when they start and refuse to start where it cannot run.
     """
 
     def add(fn: Callable[..., Any]) -> Callable[..., Any]:
         if batched:
             fn.__rlft_batched__ = True  # type: ignore[attr-defined]
+        if sandbox:
+            fn.__rlft_sandbox__ = True  # type: ignore[attr-defined]
         if timeout_s is not None:
             fn.__rlft_timeout_s__ = float(timeout_s)  # type: ignore[attr-defined]
         key = name or fn.__name__
@@ -196,6 +205,7 @@ def inspect_reward(fn: Callable[..., Any], name: str) -> RewardSpec:
         keywords=frozenset(keywords),
         accepts_fields=None if var_kw else frozenset(keywords - {"judge"}),
         needs_judge="judge" in keywords,
+        uses_sandbox=bool(getattr(fn, "__rlft_sandbox__", False)),
     )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from rlft.config import RewardFunctionConfig
 from rewards.loading import load_reward
@@ -77,6 +78,7 @@ def check_rewards(
     plugins: Sequence[str] = (),
     timeout_s: float = 5.0,
     memory_mb: int = 2048,
+    sandbox: dict[str, Any] | None = None,
 ) -> list[RewardReport]:
     """Call each reward (except judge-served ones) on ``samples`` in one isolated process."""
     reports: dict[str, RewardReport] = {}
@@ -88,7 +90,9 @@ def check_rewards(
         else:
             callable_.append(fc)
     if callable_ and samples:
-        with RewardPool(callable_, plugins=plugins, processes=1, timeout_s=timeout_s, memory_mb=memory_mb) as pool:
+        with RewardPool(
+            callable_, plugins=plugins, processes=1, timeout_s=timeout_s, memory_mb=memory_mb, sandbox=sandbox
+        ) as pool:
             for key, outcomes in pool.score(list(samples)).items():
                 reports[key] = report(key, outcomes)
     return [reports[fc.key] for fc in functions if fc.key in reports]

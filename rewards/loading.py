@@ -24,6 +24,7 @@ from rlft.config import RewardFunctionConfig, RunConfig
 from rlft.data.loading import BUILTIN_PREFIX
 from rlft.plugins import PluginError, import_plugin
 from rewards.api import RewardError, RewardSpec, check_params, get_reward, inspect_reward
+from rewards.sandbox import SandboxUnavailableError, check_sandbox, make_sandbox
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,22 @@ def load_rewards(cfg: RunConfig, *, base_dir: str | Path | None = None) -> list[
         raise RewardError(
             f"reward {', '.join(judged)} needs a judge model: set reward.judge.model (a local model directory)"
         )
+    check_sandbox(cfg.reward.sandbox.name, cfg.reward.sandbox.params)
     return loaded
+
+
+def sandbox_mode(cfg: RunConfig, loaded: list[LoadedReward]) -> str:
+    """One line for the run's notes and ``rlft check``: the selected sandbox and what it isolates.
+    Where a reward declares that it runs code and the sandbox cannot run here, ``RewardError``."""
+    choice = cfg.reward.sandbox
+    users = [r.key for r in loaded if r.spec.uses_sandbox]
+    if not users:
+        return f"reward sandbox: {choice.name} (not started: no reward declares that it runs code)"
+    try:
+        backend = make_sandbox(choice.name, choice.params)
+    except SandboxUnavailableError as err:
+        raise RewardError(f"reward {', '.join(users)} runs code, and {err}") from None
+    return f"reward sandbox: {backend.describe()}, for {', '.join(users)}"
 
 
 _PACKAGES = frozenset({"rlft", "rewards", "actors", "launch"})

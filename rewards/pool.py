@@ -36,6 +36,7 @@ object it was given (a client of the judge engine actor). The user code stays in
 from __future__ import annotations
 
 import asyncio
+import logging
 import multiprocessing
 import os
 import signal
@@ -52,6 +53,10 @@ from typing import Any
 from rlft.config import RewardFunctionConfig
 from rewards.api import as_score
 from rewards.loading import LoadedReward, load_reward
+from rewards.sandbox import DEFAULT as DEFAULT_SANDBOX
+from rewards.sandbox import SandboxError, check_sandbox, make_sandbox, use_sandbox
+
+log = logging.getLogger("rlft.rewards")
 
 ERROR_KINDS = ("timeout", "exception", "memory", "crash", "bad_value")
 """How a reward call can fail; each kind is counted in the metrics per reward."""
@@ -129,9 +134,18 @@ class RewardPool:
         timeout_s: float = 5.0,
         memory_mb: int = 2048,
         services: dict[str, Any] | None = None,
+        sandbox: dict[str, Any] | None = None,
     ) -> None:
         self._load_args = (list(functions), list(plugins), str(base_dir) if base_dir else None, timeout_s)
         self.rewards = _load_all(*self._load_args)
+        self.sandbox = dict(sandbox or {"name": DEFAULT_SANDBOX})
+        # validated here (and probed, for rewards that declare they run code) so a bad choice or a
+        # machine that forbids it stops the run at start, not one failed sample at a time
+        check_sandbox(self.sandbox["name"], self.sandbox.get("params"))
+        backend = make_sandbox(self.sandbox["name"], self.sandbox.get("params")) if self.uses_sandbox else None
+        self.sandbox_mode = backend.describe() if backend is not None else None
+        if backend is not None and backend.strength == "weak":
+            log.warning("reward sandbox: %s", self.sandbox_mode)
         self.memory_mb = memory_mb
         self.services = dict(services or {})
         self._ctx = multiprocessing.get_context("forkserver")
@@ -146,6 +160,11 @@ class RewardPool:
     @property
     def keys(self) -> list[str]:
         return [r.key for r in self.rewards]
+
+    @property
+    def uses_sandbox(self) -> bool:
+        """Whether a reward declares that it runs code in ``rewards.sandbox``."""
+        return any(r.spec.uses_sandbox for r in self.rewards)
 
     def score(self, samples: Sequence[Sample]) -> dict[str, list[Outcome]]:
         """Every configured reward on every sample: ``{reward key: [Outcome per sample]}``."""
@@ -276,7 +295,9 @@ class _Child:
         pool = self.pool
         parent_conn, child_conn = pool._ctx.Pipe()
         self.proc = pool._ctx.Process(
-            target=_child_main, args=(child_conn, pool._load_args, pool.memory_mb), daemon=True, name="rlft-reward"
+            target=_child_main,
+            args=(child_conn, pool._load_args, pool.memory_mb, pool.sandbox),
+            daemon=True, name="rlft-reward"
         )
         self.proc.start()
         child_conn.close()
@@ -341,10 +362,12 @@ class _JudgeProxy:
         return value
 
 
-def _child_main(conn: Any, load_args: tuple[Any, ...], memory_mb: int) -> None:
+def _child_main(conn: Any, load_args: tuple[Any, ...], memory_mb: int, sandbox: dict[str, Any]) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     try:
         import resource
+
+        use_sandbox(sandbox["name"], sandbox.get("params"))  # built at its first use
 
         limit = _address_space() + memory_mb * 2**20  # on top of what the fork server already mapped
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
@@ -423,7 +446,8 @@ def _checked(value: Any) -> Result:
 
 
 def _failure(err: BaseException) -> Result:
-    kind = "memory" if isinstance(err, MemoryError) else "exception"
+    # a sandbox fault is rlft's or the host's, never the program's: its own kind in the metrics
+    kind = "memory" if isinstance(err, MemoryError) else "sandbox" if isinstance(err, SandboxError) else "exception"
     where = traceback.extract_tb(err.__traceback__)[-1:] if err.__traceback__ else []
     at = f" (at {Path(where[0].filename).name}:{where[0].lineno})" if where else ""
     return None, {}, kind, f"{type(err).__name__}: {err}{at}", ""

@@ -42,44 +42,50 @@ from rewards.sandbox.base import (
 
 __all__ = [
     "SANDBOXES", "Backend", "Limits", "SandboxError", "SandboxResult", "SandboxUnavailableError", "Status",
-    "current_sandbox", "make_sandbox", "run_pair", "run_sandboxed", "use_sandbox",
+    "check_sandbox", "current_sandbox", "make_sandbox", "run_pair", "run_sandboxed", "use_sandbox",
 ]  # fmt: skip
 
 DEFAULT = "namespaces"
 _lock = threading.Lock()
 _current: Backend | None = None
+_choice: tuple[str, dict[str, Any]] = (DEFAULT, {})
 
 
-def make_sandbox(name: str = DEFAULT, params: dict[str, Any] | None = None) -> Backend:
-    """The backend ``name`` built with ``params`` (checked against its factory's signature).
+def check_sandbox(name: str = DEFAULT, params: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Check a ``{name, params}`` choice against ``SANDBOXES`` without building it; the checked params.
 
-    >>> make_sandbox("weak_process").strength
-    'weak'
-    >>> make_sandbox("namespace")
+    >>> check_sandbox("namespace")
     Traceback (most recent call last):
     ...
     rlft.algorithms.registry.RegistryError: unknown sandbox 'namespace' (did you mean 'namespaces'?); valid names: namespaces, remote, weak_process
     """
     _load_remote()
-    params = SANDBOXES.validate_params(name, dict(params or {}))
-    return SANDBOXES.get(name)(**params)
+    return SANDBOXES.validate_params(name, dict(params or {}))
 
 
-def use_sandbox(name: str = DEFAULT, params: dict[str, Any] | None = None) -> Backend:
-    """Select this process's backend (raises ``SandboxUnavailableError`` where it cannot run)."""
-    global _current
-    backend = make_sandbox(name, params)
+def make_sandbox(name: str = DEFAULT, params: dict[str, Any] | None = None) -> Backend:
+    """The backend ``name`` built with ``params``; ``SandboxUnavailableError`` where it cannot run.
+
+    >>> make_sandbox("weak_process").strength
+    'weak'
+    """
+    return SANDBOXES.get(name)(**check_sandbox(name, params))
+
+
+def use_sandbox(name: str = DEFAULT, params: dict[str, Any] | None = None) -> None:
+    """Select this process's backend; it is built (and probed) at its first use."""
+    global _current, _choice
+    checked = check_sandbox(name, params)
     with _lock:
-        _current = backend
-    return backend
+        _choice, _current = (name, checked), None
 
 
 def current_sandbox() -> Backend:
-    """The selected backend; ``namespaces`` when none was selected."""
+    """The selected backend (``namespaces`` when none was selected), built on the first call."""
     global _current
     with _lock:
         if _current is None:
-            _current = make_sandbox(DEFAULT)
+            _current = make_sandbox(*_choice)
         return _current
 
 

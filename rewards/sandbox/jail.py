@@ -288,6 +288,7 @@ def _launcher():
             if pid == program:
                 report("X%d" % status)
                 os._exit(0)
+    report("P%d" % init)  # the parent waits for it if it has to kill us
     os.close(report_fd)
     _, status = os.waitpid(init, 0)
     os._exit(os.waitstatus_to_exitcode(status) & 0xFF)

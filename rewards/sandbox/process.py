@@ -27,6 +27,7 @@ from rewards.sandbox.base import Limits, SandboxError, SandboxResult, Status
 
 _CHUNK = 64 * 1024
 _POLL_S = 0.02  # how often the child's exit is polled where pidfd_open is unavailable
+_INIT_EXIT_S = 10.0  # a killed namespace's init is gone within milliseconds; this bounds a stuck kernel
 
 
 @dataclass
@@ -123,18 +124,43 @@ def _popen(launch: Launch, stdin: IO[bytes] | int, stdout: int, stderr: int) -> 
 
 def _program_exit(launch: Launch, launcher_code: int) -> int:
     """The program's exit code (negative for a signal) from the launcher's report, else the
-    launcher's own; ``SandboxError`` where the launcher reported that it could not set up."""
+    launcher's own; ``SandboxError`` where the launcher reported that it could not set up.
+
+    A launcher that forks an init (``P<pid>``) and was killed may leave that init still dying: it is
+    waited for here (an init's exit waits for every process of its namespace), so nothing of the
+    run is alive when the result is returned."""
     if launch.report_fd is None:
         return launcher_code
     report = _read_all(launch.report_fd)
-    for line in report.split(b"\n"):
+    lines = report.split(b"\n")
+    init = [int(line[1:]) for line in lines if line.startswith(b"P") and line[1:].isdigit()]
+    if init and launcher_code < 0:  # the launcher was killed, so it did not wait for its init
+        _wait_gone(init[0], _INIT_EXIT_S)
+        lines += _read_all(launch.report_fd).split(b"\n")
+    for line in lines:
         if line.startswith(b"E"):
             raise SandboxError("the sandbox could not start the program: " + line[1:].decode(errors="replace"))
-    for line in report.split(b"\n"):
+    for line in lines:
         if line.startswith(b"X") and line[1:].isdigit():
             status = int(line[1:])
             return -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
     return launcher_code
+
+
+def _wait_gone(pid: int, timeout_s: float) -> None:
+    """Wait until ``pid`` (killed, not our child) has exited."""
+    fd = _pidfd(pid)
+    if fd is None:  # gone already (or no pidfd on this kernel: poll /proc)
+        deadline = time.monotonic() + timeout_s
+        while os.path.exists(f"/proc/{pid}/ns") and time.monotonic() < deadline:
+            time.sleep(_POLL_S)
+        return
+    try:
+        with selectors.DefaultSelector() as sel:
+            sel.register(fd, selectors.EVENT_READ)
+            sel.select(timeout_s)
+    finally:
+        os.close(fd)
 
 
 def _read_all(fd: int) -> bytes:

@@ -277,6 +277,16 @@ class JudgeConfig(Section):
     """Extra ``vllm.LLM`` arguments of the judge engine (CPU-safe defaults are applied first)."""
 
 
+class SandboxConfig(Section):
+    """Where rewards run untrusted code (``code_tests``; your own rewards through ``rewards.sandbox``)."""
+
+    name: Annotated[str, Field(min_length=1)] = "namespaces"
+    """``rewards.sandbox.SANDBOXES``: ``namespaces`` (default; Linux namespaces, seccomp), ``remote``
+    (an HTTP service, ``params: {url: ...}``) or ``weak_process`` (WEAK: no OS isolation)."""
+    params: dict[str, Any] = {}
+    """Keyword parameters of the backend (checked against its factory when reward workers start)."""
+
+
 class RewardConfig(Section):
     functions: list[RewardFunctionConfig] = []
     """Reward functions, summed by weight; empty uses the built-in task's own verifier."""
@@ -294,6 +304,8 @@ class RewardConfig(Section):
     """The first N reward errors of each step are logged with their sample."""
     judge: JudgeConfig | None = None
     """The judge engine for model-based rewards (``llm_judge``, ``rubric``)."""
+    sandbox: SandboxConfig = SandboxConfig()
+    """The sandbox for rewards that run code; the run refuses to start where it cannot run."""
 
     @model_validator(mode="after")
     def _unique_keys(self) -> RewardConfig:
