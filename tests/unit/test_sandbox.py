@@ -286,9 +286,13 @@ def test_jail_root_is_read_only_and_tmp_is_bounded():
 
 
 def test_jail_leaves_nothing_on_the_host():
-    before = set(os.listdir(tempfile.gettempdir()))
-    assert run("open('f.txt', 'w').write('hi')\nimport os\nos.makedirs('a/b/c')").status == "ok"
-    assert set(os.listdir(tempfile.gettempdir())) == before
+    tag = f"rlft-probe-{uuid.uuid4().hex}"
+    assert run(f"open('{tag}.txt', 'w').write('hi')\nimport os\nos.makedirs('{tag}/b/c')").status == "ok"
+    for root in {tempfile.gettempdir(), "/tmp", "/var/tmp", os.getcwd()}:
+        for depth, (where, dirs, files) in enumerate(os.walk(root)):
+            assert not any(tag in name for name in dirs + files), where
+            if depth > 200:
+                break
 
 
 def test_jail_refuses_to_start_where_namespaces_are_forbidden(monkeypatch):
