@@ -22,6 +22,13 @@ ratio setup / loop (above 1 is faster than the loop), the isolation overhead per
 
     .venv/bin/python bench/rewards.py        # 512 samples, 1/2/4 workers; about 2 min on 2 cores
     .venv/bin/python bench/rewards.py --workers 1,2 --processes-per-worker 1,2 --repeats 5
+    .venv/bin/python bench/rewards.py --sandbox   # the code sandbox's cost per program; no Ray, ~1 min
+
+``--sandbox`` times, side by side in one run, one short program (``print(1)``) under the old
+sandbox (``weak_process``: today's name for it) and the ``namespaces`` jail, and one ``code_tests``
+test three ways: the old marker harness under ``weak_process`` (what ``code_tests`` cost before), a
+test compiled into an input/expected pair (one jailed program) and a test run apart from the
+solution (two jailed programs). Per program: the median of the repeats, each the mean of a batch.
 
 What to expect on 2 cores: a CPU-bound reward (``math_verify``) can at best run about 2x the loop,
 however many workers and processes there are (more processes than cores only add context
@@ -205,6 +212,57 @@ def _ints(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x.strip()]
 
 
+OLD_HARNESS = """\
+def _harness(solution, test, marker):
+    import posix, sys
+    write, run, build = posix.write, exec, compile
+    module = sys.modules["solution"] = type(sys)("solution")
+    namespace = vars(module)
+    run(build(solution, "solution.py", "exec"), namespace)
+    run(build(test, "test.py", "exec"), namespace)
+    write(1, marker)
+
+_harness({solution!r}, {test!r}, {marker!r})
+"""  # code_tests before issue 20: one program per test, passed when it printed the marker
+
+
+def bench_sandbox(batch: int, repeats: int) -> None:
+    from rewards.code import code_tests
+    from rewards.sandbox import make_sandbox, run_sandboxed
+
+    weak, jail = make_sandbox("weak_process"), make_sandbox("namespaces")
+    solution = "def add(a, b):\n    return a + b\n"
+    old = OLD_HARNESS.format(solution=solution, test="assert add(1, 2) == 3", marker=b"\nM\n")
+    setups: dict[str, Callable[[], Any]] = {
+        "program, weak_process (before)": lambda: run_sandboxed("print(1)", timeout_s=60, backend=weak),
+        "program, namespaces (after)": lambda: run_sandboxed("print(1)", timeout_s=60, backend=jail),
+        "code_tests test, marker harness, weak_process (before)": lambda: run_sandboxed(old, timeout_s=60, backend=weak),
+        "code_tests test, compiled pair, namespaces (after)": lambda: code_tests(
+            "", solution, tests=["assert add(1, 2) == 3"], timeout_s=60
+        ),
+        "code_tests test, run apart, namespaces (after)": lambda: code_tests(
+            "", solution, tests=["def check(f):\n    assert f(1, 2) == 3\ncheck(add)"], timeout_s=60
+        ),
+    }
+    for fn in setups.values():  # warm-up: the jail's probe, imports, page cache
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in setups}
+    for _ in range(repeats):  # interleaved, so machine noise hits every setup alike
+        for name, fn in setups.items():
+            start = time.perf_counter()
+            for _ in range(batch):
+                fn()
+            times[name].append((time.perf_counter() - start) / batch)
+    base = {"program": statistics.median(times["program, weak_process (before)"])}
+    base["code_tests"] = statistics.median(times["code_tests test, marker harness, weak_process (before)"])
+    print(f"\n{batch} runs per batch, {repeats} batches interleaved; median ms per run; ratio to the 'before' row")
+    for name, values in times.items():
+        ms = statistics.median(values) * 1e3
+        ratio = statistics.median(values) / base[name.split(",")[0].split(" ")[0]]
+        print(f"{name:<58} {ms:>8.1f} ms {ratio:>6.2f}x")
+    print(f"jail: {jail.describe()}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=512, help="samples per timed call")
@@ -215,7 +273,11 @@ def main() -> None:
     parser.add_argument("--rewards", default="exact_match,math_verify", help="comma-separated")
     parser.add_argument("--repeats", type=int, default=3, help="timed calls per setup (best kept)")
     parser.add_argument("--cpus", type=int, default=None, help="Ray's num_cpus (default: cores)")
+    parser.add_argument("--sandbox", action="store_true", help="time the code sandbox per program instead")
     args = parser.parse_args()
+    if args.sandbox:
+        bench_sandbox(batch=20, repeats=max(args.repeats, 5))
+        return
     workers, processes = _ints(args.workers), _ints(args.processes_per_worker)
     rewards = [r for r in args.rewards.split(",") if r]
     if not workers or min(workers) < 1 or not processes or min(processes) < 1:

@@ -140,7 +140,11 @@ def cmd_check(args: argparse.Namespace) -> int:
         return 0
     config, cfg = _load(args)
     failed_rewards = False
-    if not args.config_only:
+    if args.config_only:
+        from rewards.loading import load_rewards, sandbox_mode
+
+        print(f"# {sandbox_mode(cfg, load_rewards(cfg))}")
+    else:
         import tempfile
 
         from launch.train import check_samples, prepare

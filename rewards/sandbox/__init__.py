@@ -69,7 +69,8 @@ def make_sandbox(name: str = DEFAULT, params: dict[str, Any] | None = None) -> B
     >>> make_sandbox("weak_process").strength
     'weak'
     """
-    return SANDBOXES.get(name)(**check_sandbox(name, params))
+    checked = check_sandbox(name, params)  # first: it registers ``remote``
+    return SANDBOXES.get(name)(**checked)
 
 
 def use_sandbox(name: str = DEFAULT, params: dict[str, Any] | None = None) -> None:
@@ -141,7 +142,4 @@ def run_pair(
 
 
 def _load_remote() -> None:
-    try:
-        from rewards.sandbox import remote  # noqa: F401  (registers ``remote``; it is written separately)
-    except ImportError:
-        pass
+    from rewards.sandbox import remote  # noqa: F401  (registers ``remote``; loaded on demand: urllib)

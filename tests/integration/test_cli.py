@@ -120,3 +120,24 @@ def test_check_names_what_is_wrong_with_a_reward_reference(tmp_path):
     for ref, message in cases.items():
         out = run("check", f"reward.functions=[{ref}]", cwd=tmp_path)
         assert out.returncode == 2 and message in out.stderr, (ref, out.stderr)
+
+
+def test_check_reports_the_reward_sandbox_and_refuses_one_that_cannot_run(tmp_path, monkeypatch):
+    from rewards.sandbox import jail
+
+    code = "reward.functions=[{name: code_tests}, {name: builtin_task, weight: 0}]"
+    out = run("check", code, "data.metadata_fields=[tests]", "--config-only", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "# reward sandbox: namespaces (user, mount, pid, net" in out.stdout and "for code_tests" in out.stdout
+    weak = run("check", code, "data.metadata_fields=[tests]", "reward.sandbox.name=weak_process", "--config-only")
+    assert weak.returncode == 0 and "# reward sandbox: weak_process (WEAK: no OS isolation" in weak.stdout
+    plain = run("check", "--config-only")  # no reward runs code: the sandbox is not started
+    assert "# reward sandbox: namespaces (not started: no reward declares that it runs code)" in plain.stdout
+    typo = run("check", "reward.sandbox.name=namespace", "--config-only")
+    assert typo.returncode == 2 and "unknown sandbox 'namespace' (did you mean 'namespaces'?)" in typo.stderr
+
+    monkeypatch.setattr(jail, "unavailable_reason", lambda: "unshare: Operation not permitted")
+    refused = run("check", code, "data.metadata_fields=[tests]", "--config-only", cwd=tmp_path)
+    assert refused.returncode == 2
+    assert "code_tests runs code, and the 'namespaces' sandbox cannot run on this machine" in refused.stderr
+    assert "weak_process" in refused.stderr

@@ -139,6 +139,29 @@ def test_memory_limit_counts_from_the_process_start_up_size(tmp_path):
     assert out[1].score is None and out[1].error == "memory"
 
 
+def test_the_pool_selects_its_sandbox_and_tells_sandbox_faults_from_program_faults(tmp_path):
+    """The children use ``reward.sandbox``; a fault of the sandbox itself fails the sample with its own
+    kind (rlft's or the host's fault), while whatever the program does is scored."""
+    path = tmp_path / "runs_code.py"
+    path.write_text(
+        "from rewards.sandbox import current_sandbox, run_sandboxed\n"
+        "def mode(prompt, completion):\n"
+        "    return 1.0 if current_sandbox().name == 'weak_process' else 0.0\n"
+        "def runs(prompt, completion):\n"
+        "    return float(run_sandboxed(completion, timeout_s=30).status == 'ok')\n"
+    )
+    functions = [RewardFunctionConfig(path=f"{path}:mode"), RewardFunctionConfig(path=f"{path}:runs")]
+    with RewardPool(functions, processes=1, sandbox={"name": "weak_process"}) as pool:
+        out = pool.score([Sample("", "print(1)"), Sample("", "raise SystemExit(3)")])
+    assert [o.score for o in out["mode"]] == [1.0, 1.0]
+    assert [o.score for o in out["runs"]] == [1.0, 0.0]  # the program's own failure is a score
+
+    dead = {"name": "remote", "params": {"url": "http://127.0.0.1:9", "retries": 0, "probe": False}}  # nothing listens
+    with RewardPool(functions[1:], processes=1, sandbox=dead) as pool:
+        out = pool.score([Sample("", "print(1)")])["runs"]
+    assert out[0].score is None and out[0].error == "sandbox", out[0]
+
+
 def test_pool_stops_its_children_on_close(reward_file):
     pool = RewardPool(_functions(reward_file)[:1], processes=2, timeout_s=TIMEOUT)
     pool.score(_samples())
