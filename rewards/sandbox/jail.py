@@ -5,13 +5,15 @@ by a small launcher shipped here (no setuid helper, no package to install; user 
 it needs). For every program:
 
 - **Namespaces.** User, mount, PID, network, IPC, UTS and cgroup namespaces, all new. Inside, the
-  program is an unprivileged user (uid 1000 mapped to the caller's uid; its capabilities are gone
-  once it is executed), PID 2 under a small init: when the program exits, the init exits and the
-  kernel kills every process left in the namespace, whatever session or group it moved to.
+  program is an unprivileged user (uid 1000 mapped to the caller's uid, or to ``nobody`` when the
+  caller is root, so that it owns no file or process of the host; its capabilities are gone once it
+  is executed), PID 2 under a small init: when the program exits, the init exits and the kernel
+  kills every process left in the namespace, whatever session or group it moved to.
 - **Files.** A new root (a tmpfs, read-only once built) holding read-only bind mounts of ``/usr``
   (and ``/bin``, ``/lib``... where they are not links into it), the interpreter's prefix and
-  ``/etc/ld.so.cache``; its own ``/proc``; a minimal ``/dev`` (``null``, ``zero``, ``full``,
-  ``random``, ``urandom``); and ``/tmp``, a private tmpfs of ``disk_mb``, its only writable place
+  ``/etc/ld.so.cache``; its own ``/proc`` (read-only); a read-only ``/dev`` (``null``, ``zero``,
+  ``full``, ``random``, ``urandom``); and ``/tmp``, a private tmpfs of ``disk_mb`` (and at most
+  ``64 * disk_mb`` files, whose inodes no size counts), its only writable place
   (cwd and ``$HOME``). No host directory beyond those is visible: not the run directory, not
   ``$HOME``, not the temp root of other sandboxes, not ``/run``'s sockets. Nothing is left on the
   host to clean up: the tmpfs goes with the namespace.
@@ -125,6 +127,7 @@ def launch(program: str, limits: Limits, audit_hook: bool = True) -> process.Lau
         "binds": list(_binds(python)),
         "links": _links(),
         "disk_kb": limits.disk_mb * 1024,
+        "inodes": max(256, limits.disk_mb * 64),  # 4,096 files and directories for the default 64 MB
         "filter": build_filter(platform.machine()),
     }
     config_file = tempfile.TemporaryFile()
@@ -226,19 +229,28 @@ def _launcher():
         for link, target in cfg["links"].items():
             os.symlink(target, root + link)
         os.mkdir(root + "/proc")
-        mount("proc", root + "/proc", "proc", NOSUID | NODEV | NOEXEC, None)
+        mount("proc", root + "/proc", "proc", RDONLY | NOSUID | NODEV | NOEXEC, None)
         os.mkdir(root + "/dev")
-        mount("tmpfs", root + "/dev", "tmpfs", NOSUID | NOEXEC, "size=64k,mode=0755")
+        mount("tmpfs", root + "/dev", "tmpfs", NOSUID | NOEXEC, "size=64k,nr_inodes=64,mode=0755")
         for name, fd in devices:
-            open(root + "/dev/" + name, "w").close()
-            mount("/proc/self/fd/%d" % fd, root + "/dev/" + name, None, BIND, None)
+            target = root + "/dev/" + name
+            open(target, "w").close()
+            mount("/proc/self/fd/%d" % fd, target, None, BIND, None)
+            # read-only: the node's owner may be the caller (root), who must not chmod the host's /dev/null;
+            # reading and writing a device node is the driver's business, not the mount's
+            mount(None, target, None, REMOUNT | BIND | RDONLY | NOSUID | NOEXEC | locked(target), None)
             os.close(fd)
         for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):  # noqa: E501
             os.symlink(target, root + "/dev/" + name)
+        mount(None, root + "/dev", None, REMOUNT | BIND | RDONLY | NOSUID | NOEXEC, None)
         os.mkdir(root + "/tmp")
-        mount("tmpfs", root + "/tmp", "tmpfs", NOSUID | NODEV, "size=%dk,mode=0700" % cfg["disk_kb"])
+        # nr_inodes: empty files cost kernel memory that neither the size nor RLIMIT_AS counts
+        tmp = "size=%dk,nr_inodes=%d,mode=0700" % (cfg["disk_kb"], cfg["inodes"])
+        mount("tmpfs", root + "/tmp", "tmpfs", NOSUID | NODEV, tmp)
         with open(root + "/tmp/main.py", "w", encoding="utf-8") as f:
             f.write(cfg["program"])
+        for path in (root + "/tmp", root + "/tmp/main.py"):
+            os.chown(path, 1000, 1000)  # the program's
         os.chdir(root)
         check(libc.syscall(155 if os.uname().machine == "x86_64" else 41, b".", b"."), "pivot_root")
         check(libc.umount2(b".", 2), "umount2")  # MNT_DETACH: the old root is gone
@@ -247,6 +259,10 @@ def _launcher():
         libc.sethostname(b"sandbox", 7)
 
     def start_program():
+        if os.getuid() != 1000:  # a root caller's init: the program becomes uid 1000, host nobody
+            os.setgroups([])
+            os.setgid(1000)
+            os.setuid(1000)  # from 0: every capability is dropped
         os.chdir("/tmp")
         check(libc.prctl(38, 1, 0, 0, 0), "prctl(PR_SET_NO_NEW_PRIVS)")  # noqa: E501
         program = cfg["filter"]
@@ -260,35 +276,65 @@ def _launcher():
         os.set_inheritable(report_fd, False)
         os.execve(cfg["python"], cfg["argv"], cfg["env"])
 
-    try:
-        uid, gid = os.geteuid(), os.getegid()
-        check(libc.unshare(flags), "unshare")
-        write("/proc/self/setgroups", "deny")
-        write("/proc/self/uid_map", "1000 %d 1\n" % uid)
-        write("/proc/self/gid_map", "1000 %d 1\n" % gid)
+    def child():
+        """In the new namespaces (mapped by the launcher): fork the init, wait for it."""
         init = os.fork()
-    except OSError as err:
-        report("E%s" % err)
-        os._exit(125)
-    if init == 0:
-        try:
-            build_root()
-            program = os.fork()
-            if program == 0:
-                try:
-                    start_program()
-                except BaseException as err:  # noqa: BLE001
-                    report("E%s: %s" % (type(err).__name__, err))
+        if init == 0:
+            try:
+                build_root()
+                program = os.fork()
+                if program == 0:
+                    try:
+                        start_program()
+                    except BaseException as err:  # noqa: BLE001
+                        report("E%s: %s" % (type(err).__name__, err))
+                    os._exit(125)
+            except BaseException as err:  # noqa: BLE001  any setup fault is the sandbox's, reported as such
+                report("E%s: %s" % (type(err).__name__, err))
                 os._exit(125)
-        except BaseException as err:  # noqa: BLE001  any setup fault is the sandbox's, reported as such
-            report("E%s: %s" % (type(err).__name__, err))
+            while True:
+                pid, status = os.waitpid(-1, 0)
+                if pid == program:
+                    report("X%d" % status)
+                    os._exit(0)
+        report("P%d" % init)  # the parent waits for it if it has to kill us
+        _, status = os.waitpid(init, 0)
+        os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
+
+    # The namespaces are created by a child and mapped from out here: only a process outside the new
+    # user namespace may map two ids, which a root caller needs (its own uid for the init, which builds
+    # the root, and nobody's for the program, so that the program owns nothing of the host)
+    uid, gid = os.geteuid(), os.getegid()
+    ready_r, ready_w = os.pipe()
+    go_r, go_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(ready_r)
+        os.close(go_w)
+        try:
+            check(libc.unshare(flags), "unshare")
+        except OSError as err:
+            report("E%s" % err)
             os._exit(125)
-        while True:
-            pid, status = os.waitpid(-1, 0)
-            if pid == program:
-                report("X%d" % status)
-                os._exit(0)
-    report("P%d" % init)  # the parent waits for it if it has to kill us
+        os.write(ready_w, b"u")
+        if os.read(go_r, 1) != b"g":
+            os._exit(125)
+        child()
+    os.close(ready_w)
+    os.close(go_r)
+    try:
+        if os.read(ready_r, 1) == b"u":
+            if uid == 0:
+                maps = ("0 0 1\n1000 65534 1\n", "0 0 1\n1000 65534 1\n")
+            else:
+                write("/proc/%d/setgroups" % pid, "deny")
+                maps = ("1000 %d 1\n" % uid, "1000 %d 1\n" % gid)
+            write("/proc/%d/uid_map" % pid, maps[0])
+            write("/proc/%d/gid_map" % pid, maps[1])
+            os.write(go_w, b"g")
+    except OSError as err:
+        report("Emapping the user namespace: %s" % err)
     os.close(report_fd)
-    _, status = os.waitpid(init, 0)
+    os.close(go_w)
+    _, status = os.waitpid(pid, 0)
     os._exit(os.waitstatus_to_exitcode(status) & 0xFF)

@@ -59,7 +59,7 @@ def test_registered_as_code_tests():
 def test_correct_solution_scores_one():
     completion = f"Here you go:\n```python\n{ADD}```\n"
     result = grade("", completion, tests=["assert add(1, 2) == 3", "assert add(-1, 1) == 0"])
-    assert result == RewardResult(1.0, {"passed": 2, "total": 2, "timeouts": 0})
+    assert (result.score, result.info["passed"], result.info["total"], result.info["timeouts"]) == (1.0, 2, 2, 0)
 
 
 def test_half_the_tests_pass():
@@ -69,7 +69,7 @@ def test_half_the_tests_pass():
 
 def test_single_string_is_one_test():
     result = grade("", ADD, tests="assert add(1, 2) == 3")
-    assert result == RewardResult(1.0, {"passed": 1, "total": 1, "timeouts": 0})
+    assert (result.score, result.info["passed"], result.info["total"]) == (1.0, 1, 1)
 
 
 def test_syntax_error_scores_zero():
@@ -97,7 +97,7 @@ def test_solution_main_block_does_not_run():
 def test_hanging_test_fails_alone():
     tests = ["assert add(1, 2) == 3", "while True: pass"]
     result = code_tests("", ADD, tests=tests, timeout_s=1.5)
-    assert result == RewardResult(0.5, {"passed": 1, "total": 2, "timeouts": 1})
+    assert (result.score, result.info["passed"], result.info["total"], result.info["timeouts"]) == (0.5, 1, 2, 1)
 
 
 @pytest.mark.parametrize(
