@@ -173,6 +173,7 @@ def _launcher():
     import ctypes
     import marshal
     import os
+    import signal
     import stat
     import sys
 
@@ -210,6 +211,16 @@ def _launcher():
                 out |= ms
         return out
 
+    def submounts(target):
+        """``target`` and every mount point under it, from this mount namespace's table."""
+        found = []
+        with open("/proc/self/mountinfo") as f:
+            for line in f:
+                point = line.split(" ")[4].encode().decode("unicode_escape")  # octal escapes: \\040
+                if point == target or point.startswith(target + "/"):
+                    found.append(point)
+        return found
+
     def build_root():
         mount(None, "/", None, REC | PRIVATE, None)
         sources = [(path, os.open(path, os.O_PATH)) for path in cfg["binds"]]  # before /tmp is covered
@@ -224,7 +235,8 @@ def _launcher():
             else:
                 open(target, "w").close()
             mount("/proc/self/fd/%d" % fd, target, None, BIND | REC, None)
-            mount(None, target, None, REMOUNT | BIND | RDONLY | NOSUID | NODEV | locked(target), None)
+            for sub in submounts(target):  # a read-only remount is per mount: each one under it too
+                mount(None, sub, None, REMOUNT | BIND | RDONLY | NOSUID | NODEV | locked(sub), None)
             os.close(fd)
         for link, target in cfg["links"].items():
             os.symlink(target, root + link)
@@ -264,6 +276,7 @@ def _launcher():
             os.setgid(1000)
             os.setuid(1000)  # from 0: every capability is dropped
         os.chdir("/tmp")
+        os.setsid()  # its own process group: kill(0, ...) reaches nothing outside the namespace
         check(libc.prctl(38, 1, 0, 0, 0), "prctl(PR_SET_NO_NEW_PRIVS)")  # noqa: E501
         program = cfg["filter"]
 
@@ -281,6 +294,9 @@ def _launcher():
         init = os.fork()
         if init == 0:
             try:
+                # a namespace's init ignores signals from inside it that it has no handler for;
+                # Python's SIGINT handler would let the program end its own run with a KeyboardInterrupt
+                signal.signal(signal.SIGINT, signal.SIG_DFL)
                 build_root()
                 program = os.fork()
                 if program == 0:
