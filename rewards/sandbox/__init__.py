@@ -29,7 +29,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from rewards.sandbox import jail, weak  # noqa: F401  (registers the local backends)
+from rewards.sandbox import cgroup, jail, weak  # noqa: F401  (registers the local backends)
 from rewards.sandbox.base import (
     SANDBOXES,
     Backend,

@@ -20,8 +20,9 @@ it needs). For every program:
 - **Network.** A network namespace with only a downed loopback, and no sockets of any family at all
   (the seccomp filter): no TCP, no AF_UNIX, no netlink.
 - **Memory.** ``RLIMIT_AS`` counts every mapping; what it would not count is refused (``memfd_create``
-  by the filter; ``/dev/shm`` does not exist) or bounded (``/tmp`` by its size, pipes and sockets by
-  ``RLIMIT_NOFILE``). No new process can be created (the filter refuses ``fork`` and non-thread
+  by the filter; ``/dev/shm`` does not exist) or bounded (``/tmp`` by its size and inode count, pipes
+  by ``RLIMIT_NOFILE``); where a memory cgroup can be created (``rewards.sandbox.cgroup``), each
+  program also runs in its own, which counts the kernel's memory on its behalf too. No new process can be created (the filter refuses ``fork`` and non-thread
   ``clone``), so the limit holds per program.
 - **The filter** (``rewards.sandbox.seccomp``) also refuses ``ptrace``, reading other processes'
   memory, ``io_uring``, ``bpf``, the keyring, mounts and new namespaces; it is installed with
@@ -44,9 +45,11 @@ import platform
 import sys
 import tempfile
 
+from rewards.sandbox import cgroup as cgroups
 from rewards.sandbox import process
 from rewards.sandbox.base import SANDBOXES, Limits, SandboxError, SandboxResult, SandboxUnavailableError
 from rewards.sandbox.guard import bootstrap_source, rlimits
+from rewards.sandbox.cgroup import parent_dir as cgroup_parent
 from rewards.sandbox.seccomp import build_filter
 
 _TOP_LEVEL = ("/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32")
@@ -62,27 +65,33 @@ class Namespaces:
     name = "namespaces"
     strength = "isolated"
 
-    def __init__(self, *, audit_hook: bool = True) -> None:
+    def __init__(self, *, audit_hook: bool = True, cgroup: bool = True) -> None:
         self.audit_hook = audit_hook
+        self.cgroup = cgroup and cgroup_parent() is not None
 
     def describe(self) -> str:
+        memory = "a memory cgroup" if self.cgroup else "no memory cgroup (none writable here)"
         return (
             "namespaces (user, mount, pid, net, ipc, uts; read-only root, private /tmp tmpfs; seccomp: "
-            "no sockets, no new processes, no memfd; rlimits)"
+            f"no sockets, no new processes, no memfd; rlimits; {memory})"
         )
 
     def run(self, program: str, *, stdin: str, limits: Limits) -> SandboxResult:
-        return process.run(launch(program, limits, self.audit_hook), stdin, limits)
+        return process.run(self.launch(program, limits), stdin, limits)
 
     def run_pair(self, server: str, client: str, *, limits: Limits) -> SandboxResult:
-        return process.run_pair(launch(server, limits, self.audit_hook), launch(client, limits, self.audit_hook), limits)
+        return process.run_pair(self.launch(server, limits), self.launch(client, limits), limits)
+
+    def launch(self, program: str, limits: Limits) -> process.Launch:
+        return launch(program, limits, self.audit_hook, self.cgroup)
 
 
 @SANDBOXES.register("namespaces", strength="isolated")
-def namespaces(*, audit_hook: bool = True) -> Namespaces:
+def namespaces(*, audit_hook: bool = True, cgroup: bool = True) -> Namespaces:
     """Fresh user/mount/PID/network/IPC namespaces, a read-only root, a private tmpfs and a seccomp
     filter per program (see ``rewards.sandbox.jail``). Refuses to start where the kernel forbids it.
-    ``audit_hook=False`` leaves out the interpreter's second layer (to test the kernel's alone)."""
+    ``audit_hook=False`` leaves out the interpreter's second layer (to test the kernel's alone);
+    ``cgroup`` puts each program in a memory cgroup of its own where one can be created here."""
     problem = unavailable_reason()
     if problem:
         raise SandboxUnavailableError(
@@ -92,7 +101,7 @@ def namespaces(*, audit_hook: bool = True) -> Namespaces:
             "machine that allows them), or accept reward.sandbox {name: weak_process}: no OS isolation, a "
             "policy can learn to forge its scores"
         )
-    return Namespaces(audit_hook=audit_hook)
+    return Namespaces(audit_hook=audit_hook, cgroup=cgroup)
 
 
 @functools.cache
@@ -114,7 +123,7 @@ def unavailable_reason() -> str | None:
     return None
 
 
-def launch(program: str, limits: Limits, audit_hook: bool = True) -> process.Launch:
+def launch(program: str, limits: Limits, audit_hook: bool = True, cgroup: bool = False) -> process.Launch:
     """The launcher process for ``program``: its config travels on an unnamed file, its report on a pipe."""
     python = interpreter()
     guard = {"limits": rlimits(limits.cpu, limits.memory_mb, limits.max_file_bytes), "workdir": "/tmp", "forbidden": []}
@@ -129,6 +138,7 @@ def launch(program: str, limits: Limits, audit_hook: bool = True) -> process.Lau
         "disk_kb": limits.disk_mb * 1024,
         "inodes": max(256, limits.disk_mb * 64),  # 4,096 files and directories for the default 64 MB
         "filter": build_filter(platform.machine()),
+        "cgroup_procs": cgroups.create(limits.memory_mb, limits.disk_mb) if cgroup else None,
     }
     config_file = tempfile.TemporaryFile()
     config_file.write(marshal.dumps(config))
@@ -137,7 +147,8 @@ def launch(program: str, limits: Limits, audit_hook: bool = True) -> process.Lau
     config_file.close()
     report_r, report_w = os.pipe()
     argv = [python, "-S", "-s", "-B", "-P", "-c", _launcher_source(), str(config_fd), str(report_w)]
-    return process.Launch(argv, dict(_ENV), cwd="/", pass_fds=(config_fd, report_w), report_fd=report_r)
+    done = functools.partial(cgroups.remove, config["cgroup_procs"])
+    return process.Launch(argv, dict(_ENV), cwd="/", pass_fds=(config_fd, report_w), report_fd=report_r, cleanup=done)
 
 
 @functools.cache
@@ -320,6 +331,12 @@ def _launcher():
     # The namespaces are created by a child and mapped from out here: only a process outside the new
     # user namespace may map two ids, which a root caller needs (its own uid for the init, which builds
     # the root, and nobody's for the program, so that the program owns nothing of the host)
+    if cfg["cgroup_procs"]:  # before anything forks: every process of the run is charged to it
+        try:
+            write(cfg["cgroup_procs"], str(os.getpid()))
+        except OSError as err:
+            report("Ejoining the memory cgroup: %s" % err)
+            os._exit(125)
     uid, gid = os.geteuid(), os.getegid()
     ready_r, ready_w = os.pipe()
     go_r, go_w = os.pipe()

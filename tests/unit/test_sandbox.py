@@ -21,6 +21,7 @@ from rewards.sandbox import (
     SandboxError,
     SandboxResult,
     SandboxUnavailableError,
+    cgroup,
     jail,
     make_sandbox,
     process,
@@ -470,3 +471,23 @@ def _leftovers(stdout: str) -> list[str]:
         except OSError:  # gone meanwhile, or not ours to inspect
             continue
     return found
+
+
+@pytest.mark.skipif(cgroup.parent_dir() is None, reason="no writable memory cgroup here")
+def test_jail_charges_each_program_to_a_memory_cgroup_of_its_own(monkeypatch):
+    kept = []
+    monkeypatch.setattr(cgroup, "remove", kept.append)  # keep it to read what it counted
+    try:
+        result = run("x = bytearray(100 * 2**20)\nprint(len(x))", memory_mb=256, disk_mb=16)
+        assert result.status == "ok", result.stderr
+        (procs,) = kept
+        path = Path(procs).parent
+        peak = path / ("memory.peak" if (path / "memory.peak").exists() else "memory.max_usage_in_bytes")
+        limit = path / ("memory.max" if (path / "memory.max").exists() else "memory.limit_in_bytes")
+        assert int(peak.read_text()) >= 100 * 2**20
+        assert int(limit.read_text()) == (256 + 16 + 64) * 2**20
+        assert not procs or not Path(procs).read_text().strip()  # everyone is gone
+    finally:
+        for procs in kept:
+            cgroup._remove(str(Path(procs).parent))
+    assert "a memory cgroup" in JAIL.describe()
