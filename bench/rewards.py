@@ -231,11 +231,13 @@ def bench_sandbox(batch: int, repeats: int) -> None:
     from rewards.sandbox import make_sandbox, run_sandboxed
 
     weak, jail = make_sandbox("weak_process"), make_sandbox("namespaces")
+    no_cgroup = make_sandbox("namespaces", {"cgroup": False})
     solution = "def add(a, b):\n    return a + b\n"
     old = OLD_HARNESS.format(solution=solution, test="assert add(1, 2) == 3", marker=b"\nM\n")
     setups: dict[str, Callable[[], Any]] = {
         "program, weak_process (before)": lambda: run_sandboxed("print(1)", timeout_s=60, backend=weak),
         "program, namespaces (after)": lambda: run_sandboxed("print(1)", timeout_s=60, backend=jail),
+        "program, namespaces without its cgroup": lambda: run_sandboxed("print(1)", timeout_s=60, backend=no_cgroup),
         "code_tests test, marker harness, weak_process (before)": lambda: run_sandboxed(old, timeout_s=60, backend=weak),
         "code_tests test, compiled pair, namespaces (after)": lambda: code_tests(
             "", solution, tests=["assert add(1, 2) == 3"], timeout_s=60
