@@ -4,7 +4,8 @@ This is what rlft had before the ``namespaces`` sandbox, kept for machines that 
 namespaces (some container runtimes) and selected only by name (``reward.sandbox.name:
 weak_process``). It is weak: the program runs as the caller's user, sees the host's files (the hook
 refuses writes outside its directory and reads of ``$HOME``, the run directory and other
-sandboxes, but a determined program can get past an audit hook), may reach the network where
+sandboxes, but a determined program can get past an audit hook, and some writes raise no write
+event at all, such as ``ssl``'s key-log file), may reach the network where
 ``unshare -rn`` is unavailable, and can leave processes that left its process group. A policy
 trained against it can learn to forge its scores; use it for trusted code only.
 
