@@ -58,7 +58,7 @@ from rewards.sandbox import SandboxError, check_sandbox, make_sandbox, use_sandb
 
 log = logging.getLogger("rlft.rewards")
 
-ERROR_KINDS = ("timeout", "exception", "memory", "crash", "bad_value")
+ERROR_KINDS = ("timeout", "exception", "memory", "crash", "bad_value", "sandbox")
 """How a reward call can fail; each kind is counted in the metrics per reward."""
 
 GRACE_S = 0.5  # the parent's deadline over a call's limit: the pipe round trip and the child's bookkeeping
