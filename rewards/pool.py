@@ -141,8 +141,10 @@ class RewardPool:
         self.sandbox = dict(sandbox or {"name": DEFAULT_SANDBOX})
         # validated here (and probed, for rewards that declare they run code) so a bad choice or a
         # machine that forbids it stops the run at start, not one failed sample at a time
-        check_sandbox(self.sandbox["name"], self.sandbox.get("params"))
-        backend = make_sandbox(self.sandbox["name"], self.sandbox.get("params")) if self.uses_sandbox else None
+        name, params = self.sandbox["name"], self.sandbox.get("params")
+        backend = make_sandbox(name, params) if self.uses_sandbox else None
+        if backend is None:
+            check_sandbox(name, params)
         self.sandbox_mode = backend.describe() if backend is not None else None
         if backend is not None and backend.strength == "weak":
             log.warning("reward sandbox: %s", self.sandbox_mode)

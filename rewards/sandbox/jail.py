@@ -126,18 +126,22 @@ def unavailable_reason() -> str | None:
 def launch(program: str, limits: Limits, audit_hook: bool = True, cgroup: bool = False) -> process.Launch:
     """The launcher process for ``program``: its config travels on an unnamed file, its report on a pipe."""
     python = interpreter()
-    guard = {"limits": rlimits(limits.cpu, limits.memory_mb, limits.max_file_bytes), "workdir": "/tmp", "forbidden": []}
-    guard["hook"] = audit_hook
+    guard = {
+        "limits": rlimits(limits.cpu, limits.memory_mb, limits.max_file_bytes),
+        "workdir": "/tmp",
+        "forbidden": [],
+        "hook": audit_hook,
+    }
     config = {
         "program": program,
         "python": python,
         "argv": [python, "-S", "-s", "-B", "-P", "-c", bootstrap_source(), marshal.dumps(guard).hex()],
         "env": dict(_ENV),
         "binds": list(_binds(python)),
-        "links": _links(),
+        "links": dict(_links()),
         "disk_kb": limits.disk_mb * 1024,
         "inodes": max(256, limits.disk_mb * 64),  # 4,096 files and directories for the default 64 MB
-        "filter": build_filter(platform.machine()),
+        "filter": _filter(),
         "cgroup_procs": cgroups.create(limits.memory_mb, limits.disk_mb) if cgroup else None,
     }
     config_file = tempfile.TemporaryFile()
@@ -157,6 +161,12 @@ def interpreter() -> str:
     return os.path.realpath(getattr(sys, "_base_executable", None) or sys.executable)
 
 
+@functools.cache
+def _filter() -> bytes:
+    return build_filter(platform.machine())
+
+
+@functools.cache  # the host's layout, read once per process rather than once per program
 def _binds(python: str) -> tuple[str, ...]:
     prefix = os.path.realpath(sys.base_prefix)
     paths = ["/usr", *[p for p in _TOP_LEVEL if os.path.isdir(p) and not os.path.islink(p)]]
@@ -166,6 +176,7 @@ def _binds(python: str) -> tuple[str, ...]:
     return tuple(paths)
 
 
+@functools.cache
 def _links() -> dict[str, str]:
     return {p: os.readlink(p) for p in _TOP_LEVEL if os.path.islink(p)}
 
