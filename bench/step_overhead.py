@@ -50,7 +50,8 @@ def main() -> None:
 
     from actors.runtime import LearnerGroup, RolloutGroup, WeightPush
     from rlft.config import load_config
-    from rlft.driver import Driver
+    from rlft.collect import sampling_settings
+    from rlft.compose import build_driver
     from rlft.models import build_tiny_model
     from rlft.types import Prompt
 
@@ -75,7 +76,7 @@ def main() -> None:
     rollouts = RolloutGroup(cfg, model_dir)
     learners = LearnerGroup(cfg, model_dir, total_steps=100)
 
-    driver = Driver(cfg, engine=rollouts, scorer=HashReward(), learner=learners,
+    driver = build_driver(cfg, engine=rollouts, scorer=HashReward(), learner=learners,
                     weights=WeightPush(learners, rollouts),
                     train_prompts=prompts)
     steps, phase = [], {"generate": [], "train": [], "sync": []}
@@ -85,9 +86,9 @@ def main() -> None:
         if i:  # the first step warms the engine up
             steps.append(time.perf_counter() - start)
             phase["generate"].append(m["time/generate"])
-            phase["train"].append(m["time/train"])
+            phase["train"].append(m["time/build"] + m["time/train"])
             phase["sync"].append(m["sync/seconds"])
-    batch_samples = [(list(r.prompt_ids), list(r.completion_ids)) for r in rollouts.generate(prompts, driver.sampling(0))]
+    batch_samples = [(list(r.prompt_ids), list(r.completion_ids)) for r in rollouts.generate(prompts, sampling_settings(cfg, 0))]
     learners.shutdown()
     rollouts.shutdown()
     ray.shutdown()
@@ -96,7 +97,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(THREADS)
-    raw_gen = _raw_generate(model_dir, cfg, prompts, driver, rounds)
+    raw_gen = _raw_generate(model_dir, cfg, prompts, rounds)
     raw_train, n_params = _raw_train(model_dir, batch_samples, rounds)
 
     step, gen, train = statistics.median(steps), statistics.median(raw_gen), statistics.median(raw_train)
@@ -110,7 +111,7 @@ def main() -> None:
     print(f"overhead = step / (generate + train) = {step / (gen + train):.3f}   (target <= 1.10)")
 
 
-def _raw_generate(model_dir, cfg, prompts, driver, rounds) -> list[float]:
+def _raw_generate(model_dir, cfg, prompts, rounds) -> list[float]:
     os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
     from vllm import LLM, SamplingParams
     from vllm.inputs import TokensPrompt
@@ -119,7 +120,9 @@ def _raw_generate(model_dir, cfg, prompts, driver, rounds) -> list[float]:
 
     kwargs = engine_kwargs(model_dir, cfg.rollout, cfg.model, seed=0, on_cpu=True)
     llm = LLM(**kwargs)
-    s = driver.sampling(0)
+    from rlft.collect import sampling_settings
+
+    s = sampling_settings(cfg, 0)
     inputs = [TokensPrompt(prompt_token_ids=p.token_ids) for p in prompts]
     times = []
     for i in range(rounds + 1):

@@ -11,27 +11,59 @@ from typing import Any
 
 import torch
 
-from rlft.algorithms import ADVANTAGES, group_stats
+from rlft.algorithms import ADVANTAGES
 from rlft.types import Rollout, Scores, TrainBatch, TrainSample
+
+
+def usable(reward: float | None) -> bool:
+    """Whether a sample's reward counts: scored (not None, a failed reward) and finite. The one
+    filter for failed rewards: advantages, the batch, group signal and the reward metrics use it.
+
+    >>> [usable(x) for x in (1.0, None, float("nan"), 0.0)]
+    [True, False, False, True]
+    """
+    return reward is not None and math.isfinite(reward)
+
+
+def outcome_advantages(
+    rollouts: Sequence[Rollout], rewards: Sequence[float | None], *, estimator: str, params: dict[str, Any] | None = None
+) -> list[float | None]:
+    """One advantage per rollout from the registered group-relative ``estimator`` (None where the
+    reward failed; failed samples are left out of their group's statistics). Computed once per
+    scored group: the curriculum observes these and the outcome batch trains on them.
+
+    >>> rs = [Rollout("p", g, [1], [2], [0.0], "stop", 0) for g in (0, 0, 1, 1)]
+    >>> outcome_advantages(rs, [1.0, 0.0, None, 1.0], estimator="rloo")
+    [1.0, -1.0, None, 0.0]
+    """
+    if len(rollouts) != len(rewards):
+        raise ValueError(f"{len(rewards)} rewards for {len(rollouts)} rollouts")
+    kept = [i for i, x in enumerate(rewards) if usable(x)]
+    out: list[float | None] = [None] * len(rollouts)
+    if kept:
+        reward_t = torch.tensor([float(rewards[i]) for i in kept], dtype=torch.float64)  # type: ignore[arg-type]  # [B]
+        groups = torch.tensor([rollouts[i].group_id for i in kept])  # [B]
+        for i, a in zip(kept, ADVANTAGES.get(estimator)(reward_t, groups, **(params or {})).tolist()):
+            out[i] = a
+    return out
 
 
 def build_train_batch(
     rollouts: Sequence[Rollout],
     rewards: Sequence[float | None],
     *,
-    estimator: str,
+    advantages: Sequence[float | None] | None = None,
+    estimator: str = "grpo",
     params: dict[str, Any] | None = None,
     filter_zero_variance: bool = False,
-    current_version: int | None = None,
 ) -> tuple[TrainBatch, dict[str, float]]:
-    """Advantages from the registered ``estimator``; samples whose reward failed (``None``) are left
-    out of the batch (and out of their group's statistics) and counted, never scored 0.
+    """The outcome-advantage batch: each rollout whose reward counts (``usable``) becomes a sample
+    with its advantage on every token; failed samples are left out and counted, never scored 0.
+    ``advantages`` are the step's (``outcome_advantages``); without them they are computed here.
 
-    With ``filter_zero_variance`` whole groups whose rewards are all equal are dropped: their
-    advantages are 0, so they would only dilute the loss. Rollouts of older policy versions are
-    accepted (an asynchronous pipeline produces them); their lag is reported.
+    With ``filter_zero_variance`` whole groups without signal (``has_signal``) are dropped: their
+    advantages are 0, so they would only dilute the loss.
 
-    >>> from rlft.types import Rollout
     >>> rs = [Rollout("p", g, [1], [2, 3], [-0.1, -0.2], "stop", 0) for g in (0, 0, 1, 1)]
     >>> batch, m = build_train_batch(rs, [1.0, 0.0, 1.0, 1.0], estimator="rloo",
     ...                              filter_zero_variance=True)
@@ -40,38 +72,44 @@ def build_train_batch(
     """
     if len(rollouts) != len(rewards):
         raise ValueError(f"{len(rewards)} rewards for {len(rollouts)} rollouts")
-    kept = [(r, float(x)) for r, x in zip(rollouts, rewards) if x is not None and math.isfinite(x)]
-    failed = len(rollouts) - len(kept)
-    metrics: dict[str, float] = {"batch/failed_rewards": float(failed), "batch/rollouts": float(len(rollouts))}
+    if advantages is None:
+        advantages = outcome_advantages(rollouts, rewards, estimator=estimator, params=params)
+    kept = [(r, a) for r, x, a in zip(rollouts, rewards, advantages) if usable(x)]
+    metrics: dict[str, float] = {"batch/failed_rewards": float(len(rollouts) - len(kept)),
+                                 "batch/rollouts": float(len(rollouts))}
     if not kept:
         return TrainBatch([]), {**metrics, "batch/samples": 0.0, "batch/zero_variance_group_fraction": 0.0}
-
-    reward_t = torch.tensor([x for _, x in kept], dtype=torch.float64)  # [B]
-    groups = torch.tensor([r.group_id for r, _ in kept])  # [B]
-    adv = ADVANTAGES.get(estimator)(reward_t, groups, **(params or {}))  # [B]
-    constant = group_stats(reward_t, groups)["constant"]  # [B] bool
-    group_count = len(set(groups.tolist()))
-    zero_var_groups = len(set(groups[constant].tolist()))
-
-    samples = [
-        TrainSample.from_rollout(r, float(a))
-        for (r, _), a, c in zip(kept, adv.tolist(), constant.tolist())
-        if not (filter_zero_variance and c)
-    ]
+    signal = group_variances(rollouts, rewards)
+    flat = {g for g, s in signal.items() if not s and any(r.group_id == g for r, _ in kept)}
+    samples = [TrainSample.from_rollout(r, float(a)) for r, a in kept  # type: ignore[arg-type]
+               if not (filter_zero_variance and r.group_id in flat)]
+    adv = torch.tensor([float(a) for _, a in kept], dtype=torch.float64)  # type: ignore[arg-type]  # [B]
     metrics.update(
         {
             "batch/samples": float(len(samples)),
-            "batch/zero_variance_group_fraction": zero_var_groups / group_count,
+            "batch/zero_variance_group_fraction": len(flat) / len({r.group_id for r, _ in kept}),
             "advantage/mean": float(adv.mean()),
             "advantage/std": float(adv.std()) if adv.numel() > 1 else 0.0,
             "advantage/abs_mean": float(adv.abs().mean()),
         }
     )
-    if current_version is not None:
-        lags = [current_version - r.policy_version for r, _ in kept]
-        metrics["batch/version_lag_mean"] = sum(lags) / len(lags)
-        metrics["batch/version_lag_max"] = float(max(lags))
     return TrainBatch(samples), metrics
+
+
+def version_lag_metrics(
+    rollouts: Sequence[Rollout], rewards: Sequence[float | None], current_version: int
+) -> dict[str, float]:
+    """How many policy versions behind ``current_version`` the scored samples were generated: the
+    one place ``batch/version_lag_*`` is written ({} when no sample counts).
+
+    >>> rs = [Rollout("p", 0, [1], [2], [0.0], "stop", v) for v in (3, 4, 5)]
+    >>> version_lag_metrics(rs, [1.0, 0.0, None], 5)
+    {'batch/version_lag_mean': 1.5, 'batch/version_lag_max': 2.0}
+    """
+    lags = [current_version - r.policy_version for r, x in zip(rollouts, rewards) if usable(x)]
+    if not lags:
+        return {}
+    return {"batch/version_lag_mean": sum(lags) / len(lags), "batch/version_lag_max": float(max(lags))}
 
 
 def reward_metrics(rollouts: Sequence[Rollout], rewards: Sequence[float | None]) -> dict[str, float]:
@@ -84,7 +122,7 @@ def reward_metrics(rollouts: Sequence[Rollout], rewards: Sequence[float | None])
     >>> m["reward/pass_rate"], m["reward/category/a/mean"], "reward/category/b/mean" in m
     (0.5, 0.5, False)
     """
-    ok = [x for x in rewards if x is not None]
+    ok = [float(x) for x in rewards if usable(x)]  # type: ignore[arg-type]
     lengths = [len(r.completion_ids) for r in rollouts]
     out = {
         "response/length_mean": sum(lengths) / max(len(lengths), 1),
@@ -105,7 +143,7 @@ def reward_metrics(rollouts: Sequence[Rollout], rewards: Sequence[float | None])
     by_category: dict[str, list[float]] = {}
     for r, x in zip(rollouts, rewards):
         category = r.metadata.get("category")
-        if category is not None and x is not None:
+        if category is not None and usable(x):
             by_category.setdefault(str(category), []).append(x)
     for category, values in sorted(by_category.items()):
         out[f"reward/category/{category}/mean"] = sum(values) / len(values)
@@ -171,7 +209,7 @@ def has_signal(rewards: Sequence[float | None]) -> bool:
     >>> has_signal([1.0, 0.0, None]), has_signal([1.0, 1.0, None]), has_signal([None, None])
     (True, False, False)
     """
-    return len({float(r) for r in rewards if r is not None}) > 1
+    return len({float(r) for r in rewards if usable(r)}) > 1  # type: ignore[arg-type]
 
 
 def group_variances(rollouts: Sequence[Rollout], rewards: Sequence[float | None]) -> dict[int, bool]:
@@ -189,32 +227,25 @@ def group_results(
     indices: Sequence[int],
     rollouts: Sequence[Rollout],
     rewards: Sequence[float | None],
+    advantages: Sequence[float | None],
     *,
     categories: Sequence[str | None] | None,
-    estimator: str,
-    params: dict[str, Any] | None = None,
 ) -> list[GroupResult]:
     """What the curriculum sampler observes: per drawn prompt (group ``g`` is ``indices[g]``), its
-    category, scored rewards and advantages (failed samples left out).
+    category, and the rewards and advantages of its samples whose reward counts.
 
-    >>> from rlft.types import Rollout
     >>> rs = [Rollout("p", g, [1], [2], [0.0], "stop", 0) for g in (0, 0, 1, 1)]
-    >>> res = group_results([7, 3], rs, [1.0, 0.0, None, 1.0], categories=None, estimator="rloo")
+    >>> res = group_results([7, 3], rs, [1.0, 0.0, None, 1.0], [1.0, -1.0, None, 0.0], categories=None)
     >>> [(r.index, r.rewards, r.advantages) for r in res]
     [(7, [1.0, 0.0], [1.0, -1.0]), (3, [1.0], [0.0])]
     """
     from rlft.curriculum.base import GroupResult
 
-    kept = [(r.group_id, float(x)) for r, x in zip(rollouts, rewards) if x is not None and math.isfinite(x)]
-    advantages: list[float] = []
-    if kept:
-        reward_t = torch.tensor([x for _, x in kept], dtype=torch.float64)
-        groups = torch.tensor([g for g, _ in kept])
-        advantages = ADVANTAGES.get(estimator)(reward_t, groups, **(params or {})).tolist()
     per_group: dict[int, tuple[list[float], list[float]]] = {g: ([], []) for g in range(len(indices))}
-    for (g, x), a in zip(kept, advantages):
-        per_group[g][0].append(x)
-        per_group[g][1].append(a)
+    for r, x, a in zip(rollouts, rewards, advantages):
+        if usable(x):
+            per_group[r.group_id][0].append(float(x))  # type: ignore[arg-type]
+            per_group[r.group_id][1].append(float(a))  # type: ignore[arg-type]
     return [
         GroupResult(
             index=indices[g],

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from rlft.collect import sampling_settings
 from rlft.config import ConfigError, RunConfig
 from rlft.config.evaluation import CorrectConfig
 from rlft.roles import RewardScorer, RolloutEngine
@@ -155,3 +156,22 @@ def evaluate(
         scores = Scores.of(scorer.score(rollouts))
         out.update(sampled_metrics(rollouts, scores, correct, k=sampled.n, prompts=len(prompts)))
     return out
+
+
+class Evaluator:
+    """Held-out evaluation of a run: ``evaluate(engine, scorer, ...)`` on the first
+    ``evaluation.num_prompts`` held-out prompts, greedy (seed step -1) and, with
+    ``evaluation.pass_k``, ``k`` samples each (seed step -2); {} without held-out prompts."""
+
+    def __init__(self, cfg: RunConfig, engine: RolloutEngine, scorer: RewardScorer, prompts: Sequence[Prompt]):
+        ev = cfg.evaluation
+        self.engine, self.scorer = engine, scorer
+        self.prompts = list(prompts[: ev.num_prompts] if ev.num_prompts else prompts)
+        self.correct = correct_reward(cfg) if self.prompts else None
+        self.greedy = sampling_settings(cfg, -1, n=1, temperature=0.0)
+        self.sampled = sampling_settings(cfg, -2, n=ev.pass_k, temperature=ev.temperature) if ev.pass_k else None
+
+    def __call__(self) -> dict[str, float]:
+        if self.correct is None:
+            return {}
+        return evaluate(self.engine, self.scorer, self.prompts, self.correct, greedy=self.greedy, sampled=self.sampled)

@@ -1,11 +1,15 @@
 """The PPO parts of an RL step with a learned critic (``critic:`` in the config).
 
-``PPOStep`` is what the driver adds to its step when the run has a critic::
+``CriticBuilder`` is the step's ``rlft.builders.BatchBuilder`` when the run has a critic::
 
-    batch, metrics = ppo.build_batch(rollouts, rewards)   # values, reference log-probs, GAE
-    metrics |= ppo.train_critic(batch)                   # the critic regresses the returns
-    if ppo.policy_trains(): ...                          # after critic.warmup_steps
-    ppo.end_step()                                       # adaptive KL coefficient, warm-up count
+    batch, metrics = builder.build(collected, version)    # values, reference log-probs, GAE
+    metrics, trains = builder.before_update(batch)        # the critic regresses the returns, the
+                                                          # KL coefficient adapts; the policy
+                                                          # trains after critic.warmup_steps
+
+The curriculum still observes the outcome advantages of ``algo.advantage`` (group-relative, computed
+once by the collector): they say how informative a prompt's group was, whatever the learner's
+advantages; GAE's per-token advantages depend on the critic and are not a property of the prompt.
 
 ``build_advantages`` is the pure part: token rewards (the outcome reward on the last completion
 token minus beta x KL per token, ``rlft.algorithms.ppo.kl_penalized_rewards``), GAE over the critic's
@@ -24,8 +28,12 @@ import torch
 
 from rlft.algorithms import gae
 from rlft.algorithms.ppo import adaptive_kl_coef, explained_variance, kl_penalized_rewards, masked_whiten
+from rlft.batching import usable
+from rlft.builders import BatchBuilder
+from rlft.checkpointing import CheckpointError
+from rlft.collect import Collected
 from rlft.config import RunConfig
-from rlft.types import Rollout, TrainBatch, TrainSample
+from rlft.types import TrainBatch, TrainSample
 
 
 class Critic(Protocol):
@@ -107,12 +115,13 @@ def build_advantages(
     return out, metrics
 
 
-class PPOStep:
-    """The critic, the KL coefficient (adaptive with ``algo.kl.target``) and the critic warm-up."""
+class CriticBuilder(BatchBuilder):
+    """PPO's batch with a learned critic: the critic, the KL coefficient (adaptive with
+    ``algo.kl.target``) and the critic warm-up."""
 
     def __init__(self, cfg: RunConfig, critic: Critic, reference: ReferenceScorer):
         if cfg.critic is None:
-            raise ValueError("PPOStep needs cfg.critic")
+            raise ValueError("CriticBuilder needs cfg.critic")
         self.cfg, self.critic, self.reference = cfg, critic, reference
         kl = cfg.algo.kl
         self.kl_in_reward = kl.placement == "reward" and kl.coef > 0
@@ -120,17 +129,13 @@ class PPOStep:
         self.critic_steps = 0  # RL steps whose batch trained the critic
         self._last_kl, self._last_n = 0.0, 0
 
-    def build_batch(
-        self, rollouts: Sequence[Rollout], rewards: Sequence[float | None], *, current_version: int | None = None
-    ) -> tuple[TrainBatch, dict[str, float]]:
+    def build(self, collected: Collected, version: int) -> tuple[TrainBatch, dict[str, float]]:
         """The step's PPO batch: samples whose reward failed are left out (and counted); the critic
         values the rest, the reference scores them when the KL is in the reward, then GAE."""
-        kept = [(r, float(x)) for r, x in zip(rollouts, rewards) if x is not None and math.isfinite(x)]
-        metrics = {"batch/failed_rewards": float(len(rollouts) - len(kept)), "batch/rollouts": float(len(rollouts)),
+        kept = [(r, float(x)) for r, x in zip(collected.rollouts, collected.totals) if usable(x)]  # type: ignore[arg-type]
+        metrics = {"batch/failed_rewards": float(len(collected.rollouts) - len(kept)),
+                   "batch/rollouts": float(len(collected.rollouts)),
                    "batch/samples": float(len(kept)), "ppo/kl_coef": self.kl_coef}
-        if current_version is not None and kept:
-            lags = [current_version - r.policy_version for r, _ in kept]
-            metrics.update({"batch/version_lag_mean": sum(lags) / len(lags), "batch/version_lag_max": float(max(lags))})
         if not kept:
             self._last_kl, self._last_n = 0.0, 0
             return TrainBatch([]), metrics
@@ -146,28 +151,31 @@ class PPOStep:
         self._last_kl, self._last_n = ppo_metrics["ppo/kl"], len(samples)
         return TrainBatch(samples), {**metrics, **ppo_metrics}
 
-    def train_critic(self, batch: TrainBatch) -> dict[str, float]:
-        """One critic update on the batch's returns; its metrics as ``critic/<name>`` (the values,
-        returns and explained variance of the batch are already in ``build_batch``'s metrics)."""
-        metrics = self.critic.train_step(batch)
-        self.critic_steps += 1
+    def before_update(self, batch: TrainBatch) -> tuple[dict[str, float], bool]:
+        """One critic update on the batch's returns (its metrics as ``critic/<name>``; the values,
+        returns and explained variance of the batch are already in ``build``'s), the KL coefficient
+        steered towards ``algo.kl.target``; the policy trains once the warm-up is over."""
         repeated = ("values_mean", "returns_mean", "explained_variance")
-        return {f"critic/{k}": v for k, v in metrics.items() if k not in repeated}
-
-    def policy_trains(self) -> bool:
-        """False during the critic warm-up (``critic.warmup_steps`` first RL steps)."""
-        assert self.cfg.critic is not None
-        return self.critic_steps > self.cfg.critic.warmup_steps
-
-    def end_step(self) -> None:
-        """Steer the KL coefficient towards ``algo.kl.target`` with this step's sequence KL."""
+        metrics = {f"critic/{k}": v for k, v in self.critic.train_step(batch).items() if k not in repeated}
+        self.critic_steps += 1
         kl = self.cfg.algo.kl
         if self.kl_in_reward and kl.target is not None and self._last_n:
             self.kl_coef = adaptive_kl_coef(self.kl_coef, self._last_kl, target=kl.target,
                                             n_steps=self._last_n, horizon=kl.horizon)
+        assert self.cfg.critic is not None
+        trains = self.critic_steps > self.cfg.critic.warmup_steps
+        return (metrics if trains else {**metrics, "critic/warmup": 1.0}), trains
 
     def state_dict(self) -> dict[str, Any]:
         return {"kl_coef": self.kl_coef, "critic_steps": self.critic_steps}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: dict[str, Any] | None) -> None:
+        if not state:
+            raise CheckpointError("the checkpoint has no critic state (it was written by a run without one)")
         self.kl_coef, self.critic_steps = float(state["kl_coef"]), int(state["critic_steps"])
+
+    def save_checkpoint(self, path: str) -> None:
+        self.critic.save_checkpoint(path)
+
+    def load_checkpoint(self, path: str) -> None:
+        self.critic.load_checkpoint(path)

@@ -20,20 +20,20 @@ SCRIPT = textwrap.dedent(
     from actors.learner import LearnerWorker
     from rlft.checkpointing import latest_checkpoint, list_checkpoints
     from rlft.config import load_config
-    from rlft.driver import Driver
+    from rlft.compose import build_driver
     from rlft.types import Prompt
 
     mount, model = Path(sys.argv[1]), sys.argv[2]
     logging.basicConfig(level=logging.ERROR, stream=sys.stderr)
     cfg = load_config(overrides=[f"model.path={model}", "checkpoint.keep_last=null"])
     learner = LearnerWorker(0, 1, "", 0, model, cfg.model, cfg.learner, cfg.algo)
-    driver = Driver(cfg, engine=None, scorer=None, learner=learner, weights=None,
+    driver = build_driver(cfg, engine=None, scorer=None, learner=learner, weights=None,
                     train_prompts=[Prompt("p", [1, 2])], checkpoint_dir=str(mount / "checkpoints"))
-    first = driver.checkpoint()
-    driver.step = 1
-    second = driver.checkpoint()
+    first = driver.state.checkpoint()
+    driver.state.step = 1
+    second = driver.state.checkpoint()
     print(json.dumps({
-        "first": first, "second": second, "failed": driver.failed_checkpoints,
+        "first": first, "second": second, "failed": driver.state.failed_checkpoints,
         "dirs": sorted(p.name for p in (mount / "checkpoints").iterdir()),
         "latest": str(latest_checkpoint(mount / "checkpoints")),
         "complete": [p.name for p in list_checkpoints(mount / "checkpoints")],

@@ -9,7 +9,7 @@ from collections import Counter
 from launch.train import load_training_records
 from rlft.config import load_config
 from rlft.curriculum import build_sampler
-from rlft.driver import sampler_setup
+from rlft.collect import sampler_setup
 
 
 def _jsonl(path, n, tag):

@@ -8,7 +8,9 @@ import pytest
 
 from rlft.config import load_config
 from rlft.checkpointing import CheckpointError
-from rlft.driver import Driver, RewardFailureError
+from rlft.collect import sampling_settings
+from rlft.compose import build_driver
+from rlft.driver import RewardFailureError
 from rlft.types import Prompt, Rollout, SamplingSettings, Scores, TrainBatch, TrainSample
 
 
@@ -97,7 +99,7 @@ def make(overrides, reward=lambda r: float(r.completion_ids[0] % 2), sft=False, 
     learner = FakeLearner(calls)
     prompts = [Prompt(f"p{i}", [1, i + 2]) for i in range(5)]
     examples = [TrainSample([1, 2], [3], [1.0])] * 4 if sft else []
-    driver = Driver(
+    driver = build_driver(
         cfg, engine=engine, scorer=FakeScorer(calls, reward), learner=learner,
         weights=FakeSync(calls, engine), train_prompts=prompts, eval_prompts=prompts[:2],
         sft_examples=examples, sink=Sink(), checkpoint_dir=ckpt, reference_dir=reference_dir,
@@ -130,7 +132,7 @@ def test_rl_step_runs_the_phases_in_order_and_advances_versions():
     assert summary.evaluations["after_rl1"]["eval/accuracy"] == 0.0
     # step seeds differ and are reproducible
     seeds = [s.seed for s in engine.seen if s.n == 4]
-    assert len(set(seeds)) == 2 and seeds == [driver.sampling(0).seed, driver.sampling(1).seed]
+    assert len(set(seeds)) == 2 and seeds == [sampling_settings(driver.cfg, 0).seed, sampling_settings(driver.cfg, 1).seed]
 
 
 def test_sft_stage_then_rl_syncs_once_after_sft_and_uses_the_stage_lr():
@@ -141,13 +143,13 @@ def test_sft_stage_then_rl_syncs_once_after_sft_and_uses_the_stage_lr():
     driver.run()
     assert calls[:4] == ["sft_step", "sft_step", "sft_step", "sync"]
     assert [(len(b), sup, lr) for b, sup, lr in learner.batches[:3]] == [(2, True, 0.01)] * 3
-    assert driver.version == 4  # 3 SFT steps + 1 RL step
+    assert driver.state.version == 4  # 3 SFT steps + 1 RL step
 
 
 def test_an_rl_stage_at_lr_0_hands_the_learner_0_not_its_default():
     driver, _, _, learner = make(["stages=[{kind: rl, steps: 2, lr: 0}]", "evaluation.pass_k=0"])
     driver.run()
-    assert [lr for _, _, lr in learner.batches] == [0.0, 0.0] and driver.version == 2  # steps and syncs still run
+    assert [lr for _, _, lr in learner.batches] == [0.0, 0.0] and driver.state.version == 2  # steps and syncs still run
 
 
 def test_zero_variance_groups_are_filtered_when_configured():
@@ -158,7 +160,7 @@ def test_zero_variance_groups_are_filtered_when_configured():
     )
     metrics = driver.rl_step()
     assert metrics["batch/zero_variance_group_fraction"] == 1.0 and metrics["batch/skipped"] == 1.0
-    assert "train_step" not in calls and "sync" not in calls and driver.version == 0
+    assert "train_step" not in calls and "sync" not in calls and driver.state.version == 0
 
     driver, calls, _, learner = make(["stages=[{kind: rl, steps: 1}]", "evaluation.pass_k=0"], reward=lambda r: 1.0)
     driver.rl_step()
@@ -179,8 +181,8 @@ def test_a_scorer_may_return_scores_whose_metrics_and_errors_reach_the_log(caplo
         return Scores(totals, {"reward/custom/mean": 1.0}, ["reward 'custom' failed (timeout) on sample 0: slow"])
 
     driver, _, _, learner = make(["stages=[{kind: rl, steps: 1}]"], reward=None)
-    driver.scorer.score = scores
-    with caplog.at_level("WARNING", logger="rlft.driver"):
+    driver.parts.collector.scorer.score = scores
+    with caplog.at_level("WARNING", logger="rlft.collect"):
         metrics = driver.rl_step()
     assert metrics["reward/custom/mean"] == 1.0 and metrics["batch/failed_rewards"] == 3.0
     assert len(learner.batches[0][0]) == 9
@@ -254,7 +256,7 @@ def test_sample_completions_reach_the_sink_on_their_cadence_with_their_rewards()
     assert all(m["throughput/tokens_per_s"] > 0 for m in step_rows)
     evals = [m for _, m in driver.sink.rows if "eval/accuracy" in m]
     assert len(evals) == 2 and all(m["time/eval"] >= 0 for m in evals)
-    assert "time/eval" not in driver.summary.evaluations["after_rl1"]
+    assert "time/eval" not in driver.state.summary.evaluations["after_rl1"]
 
 
 def _prompt_ids(driver):
@@ -267,17 +269,17 @@ def test_a_restored_driver_continues_exactly_where_the_checkpoint_left_off(tmp_p
     straight.run()
 
     first, _, _, _ = make([stages, "evaluation.pass_k=0", "checkpoint.every=4"], sft=True, ckpt=str(tmp_path / "b"))
-    first.learner.train_step = _interrupt_after(first.learner.train_step, calls=5)  # dies in step 5
+    first.parts.learner.train_step = _interrupt_after(first.parts.learner.train_step, calls=5)  # dies in step 5
     with pytest.raises(KeyboardInterrupt):
         first.run()
     resumed, calls, engine, learner = make([stages, "evaluation.pass_k=0"], sft=True, ckpt=str(tmp_path / "b"))
     assert load_config(tmp_path / "b" / "step-000004" / "trainer_state" / "config.yaml") == first.cfg
     resumed.restore(tmp_path / "b" / "step-000004")
-    assert (resumed.step, resumed.version, resumed.stage_index, resumed.stage_step) == (4, 4, 1, 2)
+    assert (resumed.state.step, resumed.state.version, resumed.state.stage_index, resumed.state.stage_step) == (4, 4, 1, 2)
     assert calls[:2] == ["load", "sync"] and engine.version == 4  # the engines serve the restored weights
     resumed.run()
     assert _prompt_ids(first)[:2] + _prompt_ids(resumed) == _prompt_ids(straight)  # no prompt replayed or skipped
-    assert resumed.summary.evaluations == straight.summary.evaluations  # "before_rl1" kept from the checkpoint
+    assert resumed.state.summary.evaluations == straight.state.summary.evaluations  # "before_rl1" kept from the checkpoint
     assert [s for _, m in resumed.sink.rows for s in [m.get("step")] if s] == [5.0, 6.0]
 
 
@@ -295,7 +297,7 @@ def _interrupt_after(train_step, calls):
 
 def test_an_interrupt_checkpoints_the_last_step_boundary_never_a_half_step(tmp_path):
     driver, calls, _, learner = make(["stages=[{kind: rl, steps: 5}]", "evaluation.pass_k=0"], ckpt=str(tmp_path))
-    scorer = driver.scorer.score
+    scorer = driver.parts.collector.scorer.score
     count = [0]
 
     def score_then_interrupt(rollouts):
@@ -304,7 +306,7 @@ def test_an_interrupt_checkpoints_the_last_step_boundary_never_a_half_step(tmp_p
             raise KeyboardInterrupt
         return scorer(rollouts)
 
-    driver.scorer.score = score_then_interrupt
+    driver.parts.collector.scorer.score = score_then_interrupt
     with pytest.raises(KeyboardInterrupt):
         driver.run()
     saved = tmp_path / "step-000002"
@@ -317,7 +319,7 @@ def test_an_interrupt_checkpoints_the_last_step_boundary_never_a_half_step(tmp_p
 
     # interrupted inside the learner update: no checkpoint (the last periodic one is the resume point)
     driver, *_ = make(["stages=[{kind: rl, steps: 5}]", "evaluation.pass_k=0"], ckpt=str(tmp_path / "c"))
-    driver.learner.train_step = _interrupt_after(driver.learner.train_step, calls=2)
+    driver.parts.learner.train_step = _interrupt_after(driver.parts.learner.train_step, calls=2)
     with pytest.raises(KeyboardInterrupt):
         driver.run()
     assert not (tmp_path / "c").exists() or not list((tmp_path / "c").iterdir())
@@ -335,7 +337,7 @@ def test_consecutive_non_finite_skips_stop_the_run():
     learner.train_step = train_step
     with pytest.raises(NonFiniteError, match="3 learner steps in a row were skipped"):
         driver.run()
-    assert driver.step == 6  # the 7th step stopped the run; a non-skipped step resets the count
+    assert driver.state.step == 6  # the 7th step stopped the run; a non-skipped step resets the count
 
 
 def test_a_failed_checkpoint_keeps_the_previous_one_and_the_run_goes_on(tmp_path):
@@ -351,7 +353,7 @@ def test_a_failed_checkpoint_keeps_the_previous_one_and_the_run_goes_on(tmp_path
 
     learner.save_checkpoint = disk_full_after_first
     summary = driver.run()
-    assert summary.steps == 4 and driver.failed_checkpoints == 2  # step 4 and the final one failed
+    assert summary.steps == 4 and driver.state.failed_checkpoints == 2  # step 4 and the final one failed
     assert sorted(p.name for p in tmp_path.iterdir()) == ["step-000002"]  # intact; no .tmp left behind
     assert (tmp_path / "step-000002" / "model.safetensors").read_text() == "weights"
 
@@ -376,8 +378,8 @@ def test_a_stop_request_ends_the_run_after_the_step_with_an_exact_checkpoint(tmp
 
 def test_restart_counts_of_the_roles_reach_the_step_metrics():
     driver, *_ = make(["stages=[{kind: rl, steps: 1}]", "evaluation.pass_k=0"])
-    driver.engine.restart_metrics = lambda: {"restarts/rollout": 2.0}
-    driver.scorer.restart_metrics = lambda: {"restarts/reward": 1.0}
+    driver.parts.collector.engine.restart_metrics = lambda: {"restarts/rollout": 2.0}
+    driver.parts.collector.scorer.restart_metrics = lambda: {"restarts/reward": 1.0}
     metrics = driver.rl_step()
     assert (metrics["restarts/rollout"], metrics["restarts/reward"]) == (2.0, 1.0)
 
@@ -439,18 +441,18 @@ def test_an_rl_stage_after_sft_measures_its_kl_against_the_sft_policy(tmp_path, 
     if snapshots:  # taken after the SFT stage's last step and sync, before the RL stage's first step
         first = calls.index("snapshot_reference")
         assert calls[first - 2:first] == ["sft_step", "sync"] and "train_step" not in calls[:first]
-        assert driver.reference == str(tmp_path / snapshots[-1]) == driver.state_dict()["reference"]
+        assert driver.state.reference == str(tmp_path / snapshots[-1]) == driver.state.state_dict()["reference"]
 
 
 def test_a_resumed_rl_stage_reloads_its_reference_snapshot_and_takes_no_new_one(tmp_path):
     overrides = [_stages("sft", "rl"), "algo.kl.coef=0.1", "evaluation.pass_k=0", "checkpoint.every=3"]
     first, _, _, _ = make(overrides, sft=True, ckpt=str(tmp_path / "ckpt"), reference_dir=str(tmp_path / "ref"))
-    first.learner.train_step = _interrupt_after(first.learner.train_step, calls=4)  # dies in RL step 2
+    first.parts.learner.train_step = _interrupt_after(first.parts.learner.train_step, calls=4)  # dies in RL step 2
     with pytest.raises(KeyboardInterrupt):
         first.run()
     resumed, calls, _, _ = make(overrides, sft=True, ckpt=str(tmp_path / "ckpt"), reference_dir=str(tmp_path / "ref"))
     resumed.restore(tmp_path / "ckpt" / "step-000003")
-    assert resumed.reference == str(tmp_path / "ref" / "rl1")
+    assert resumed.state.reference == str(tmp_path / "ref" / "rl1")
     assert calls[:3] == ["load", "load_reference", "sync"]
     resumed.run()
     assert "snapshot_reference" not in calls
@@ -478,7 +480,7 @@ def test_evaluation_golden_accuracy_pass_at_k_and_mean_at_k():
         return float(r.prompt_id == "p0" and r.completion_ids[0] == 3)
 
     driver, _, _, _ = make(["evaluation.pass_k=4"], reward=reward)
-    out = driver.evaluate()
+    out = driver.parts.evaluate()
     assert out == {"eval/accuracy": 0.0, "eval/failed_rewards": 0.0, "eval/prompts": 2.0,
                    "eval/mean_reward": 0.0, "eval/pass@4": 0.5, "eval/mean@4": 0.125,
                    "eval/mean_reward@4": pytest.approx(1 / 7)}

@@ -26,8 +26,8 @@ class ShapedScorer:
 def test_a_format_reward_alone_is_not_accuracy_nor_pass_at_k():
     """The issue's case: a format reward gave 'accuracy 20 %, pass@4 100 %' with no correct answer."""
     driver, _, _, _ = make(["data.train_path=d.jsonl", TWO, "evaluation.pass_k=4"])
-    driver.scorer = ShapedScorer()
-    out = driver.evaluate()
+    driver.parts.evaluate.scorer = ShapedScorer()
+    out = driver.parts.evaluate()
     assert out["eval/accuracy"] == 0.0 and out["eval/pass@4"] == 0.0 and out["eval/mean@4"] == 0.0
     assert out["eval/mean_reward"] == pytest.approx(0.2) and out["eval/mean_reward@4"] == pytest.approx(0.2)
 
@@ -35,13 +35,13 @@ def test_a_format_reward_alone_is_not_accuracy_nor_pass_at_k():
 def test_evaluation_correct_chooses_the_reward_and_threshold():
     driver, _, _, _ = make(["data.train_path=d.jsonl", TWO, "evaluation.pass_k=4",
                             "evaluation.correct={reward: format, threshold: 0.5}"])
-    driver.scorer = ShapedScorer()
-    out = driver.evaluate()
+    driver.parts.evaluate.scorer = ShapedScorer()
+    out = driver.parts.evaluate()
     assert (out["eval/accuracy"], out["eval/pass@4"]) == (1.0, 1.0)
     driver, _, _, _ = make(["data.train_path=d.jsonl", TWO, "evaluation.pass_k=0",
                             "evaluation.correct={reward: format, threshold: 1.5}"])
-    driver.scorer = ShapedScorer()
-    assert driver.evaluate()["eval/accuracy"] == 0.0
+    driver.parts.evaluate.scorer = ShapedScorer()
+    assert driver.parts.evaluate()["eval/accuracy"] == 0.0
 
 
 @pytest.mark.parametrize(

@@ -14,13 +14,25 @@ from hypothesis import strategies as st
 
 from rlft.checkpointing import load_driver_state
 from rlft.config import load_config
-from rlft.driver import Driver
+from rlft.collect import sampling_settings
+from rlft.compose import build_driver
 from rlft.pipeline import Pipeline, ScoredGroup, lag, split_stale
 from rlft.types import Prompt, Rollout, SamplingSettings, Scores, TrainBatch
 
 
 def group(step: int, gid: int, version: int, reward: float = 1.0) -> ScoredGroup:
     return ScoredGroup(step, gid, [Rollout("p", gid, [1], [2], [0.0], "stop", version)], Scores([reward]))
+
+
+def observer(log, entry=lambda g, index: (g.step, g.group_id, index)):
+    """A pipeline's ``arrive``: records the groups it sees first, keeps them as they are."""
+
+    def arrive(g, index, first):
+        if first:
+            log.append(entry(g, index))
+        return g
+
+    return arrive
 
 
 # ---------------------------------------------------------------------------- the staleness filter
@@ -91,18 +103,18 @@ def test_pipeline_fills_ahead_within_the_stage_and_observes_each_group_once():
     observed = []
     # groups arrive out of order and across tickets; a duplicate delivery is stored, not re-observed
     stream.queue = [group(1, 1, 0), group(0, 1, 0), group(0, 0, 0), group(0, 0, 0)]
-    ticket = pipe.wait(0, lambda g, index: observed.append((g.step, g.group_id, index)))
+    ticket = pipe.wait(0, observer(observed))
     assert observed == [(1, 1, 3), (0, 1, 1), (0, 0, 0)]
     assert sorted(ticket.groups) == [0, 1] and 0 not in pipe.tickets and 1 in pipe.tickets
     with pytest.raises(RuntimeError, match="no ticket"):
-        pipe.wait(9, lambda g, i: None)
+        pipe.wait(9, observer([]))
 
 
 def test_pipeline_state_round_trip_regenerates_with_the_same_prompts_and_observes_nothing_twice():
     stream = ListStream()
     pipe = Pipeline(stream, max_staleness=1)
     pipe.fill(0, 5, draw=lambda n: [4, 2], make=lambda s, idx: ([Prompt(f"q{i}", [1]) for i in idx], SamplingSettings()), n=2)
-    pipe.add(group(1, 0, 0), lambda g, i: None)
+    pipe.add(group(1, 0, 0), observer([]))
     state = pipe.state_dict()
     assert state == [{"step": 0, "indices": [4, 2], "observed": []}, {"step": 1, "indices": [4, 2], "observed": [0]}]
 
@@ -113,8 +125,8 @@ def test_pipeline_state_round_trip_regenerates_with_the_same_prompts_and_observe
                   make=lambda s, idx: ([Prompt(f"q{i}", [1]) for i in idx], SamplingSettings()), n=2)
     assert again.submitted == [(0, ["q4", "q2"]), (1, ["q4", "q2"])]
     seen = []
-    restored.add(group(1, 0, 3), lambda g, i: seen.append(g.group_id))
-    restored.add(group(1, 1, 3), lambda g, i: seen.append(g.group_id))
+    restored.add(group(1, 0, 3), observer(seen, lambda g, i: g.group_id))
+    restored.add(group(1, 1, 3), observer(seen, lambda g, i: g.group_id))
     assert seen == [1]  # group 0 of step 1 was observed before the checkpoint
 
 
@@ -214,10 +226,10 @@ def make_async(overrides=(), lag_versions=0, ckpt=None):
     engine = Engine()
     stream, learner = Stream(engine, lag_versions), Learner()
     prompts = [Prompt(f"p{i}", [1, i + 2]) for i in range(7)]
-    driver = Driver(cfg, engine=engine, scorer=Scorer(), learner=learner, weights=Sync(engine),
+    driver = build_driver(cfg, engine=engine, scorer=Scorer(), learner=learner, weights=Sync(engine),
                     train_prompts=prompts, sink=Sink(), stream=stream, checkpoint_dir=ckpt)
     observed: list[int] = []
-    driver.sampler = Observing(driver.sampler, observed)
+    driver.parts.prompts.sampler = Observing(driver.parts.prompts.sampler, observed)
     return driver, stream, learner, observed
 
 
@@ -235,12 +247,12 @@ def test_async_run_trains_on_batches_at_most_one_version_old():
     assert [r["batch/version_lag_max"] for r in rows] == [0.0, 1.0, 1.0, 1.0, 1.0]
     assert all(r["async/stale_dropped"] == 0.0 for r in rows)
     # nothing generated for steps past the stage; every drawn prompt trained and observed exactly once
-    assert driver.pipeline.tickets == {}
+    assert driver.parts.collector.pipeline.tickets == {}
     trained = [pid for r in rows for pid in r["prompt_ids"]]
     assert trained == [pid for _, _, pids, _ in stream.submissions for pid in pids]
     assert len(observed) == 15
     # the sampling seeds are the synchronous loop's (a function of the step)
-    assert [seed for *_, seed in stream.submissions] == [driver.sampling(s).seed for s in range(5)]
+    assert [seed for *_, seed in stream.submissions] == [sampling_settings(driver.cfg, s).seed for s in range(5)]
     # group ids are re-numbered per batch, in prompt order
     assert [s.completion_ids for s in learner.batches[0].samples][:4] == [[0], [1], [2], [3]]
 
@@ -262,7 +274,7 @@ def test_resume_regenerates_the_tickets_in_flight_with_the_same_prompts(tmp_path
     expected = [r["prompt_ids"] for r in rl_rows(full)]
 
     first, _, _, observed_a = make_async(["stages=[{kind: rl, steps: 5}]", "checkpoint.every=2"], ckpt=str(tmp_path))
-    first._stage_end = 5
+    first.stage_end = 5
     for _ in range(3):  # then the run dies: its last checkpoint is step 2's
         first.rl_step("rl1")
     ckpt = tmp_path / "step-000002"
@@ -282,7 +294,7 @@ def test_resume_regenerates_the_tickets_in_flight_with_the_same_prompts(tmp_path
 
 def test_a_synchronous_resume_of_an_async_checkpoint_trains_the_drawn_prompts(tmp_path):
     first, _, _, _ = make_async(["checkpoint.every=2"], ckpt=str(tmp_path))
-    first._stage_end = 5
+    first.stage_end = 5
     first.rl_step("rl1")
     first.rl_step("rl1")
     drawn = load_driver_state(tmp_path / "step-000002")["pipeline"]
@@ -296,7 +308,7 @@ def test_a_synchronous_resume_of_an_async_checkpoint_trains_the_drawn_prompts(tm
 def test_async_needs_a_stream_and_rejects_dynamic_sampling():
     cfg = load_config(overrides=["rollout.max_staleness=1"])
     with pytest.raises(ValueError, match="stream"):
-        Driver(cfg, engine=Engine(), scorer=Scorer(), learner=Learner(), weights=Sync(Engine()),
+        build_driver(cfg, engine=Engine(), scorer=Scorer(), learner=Learner(), weights=Sync(Engine()),
                train_prompts=[Prompt("p", [1])])
     with pytest.raises(ValueError, match="dynamic_sampling"):
         load_config(overrides=["rollout.max_staleness=1", "algo.dynamic_sampling.enabled=true"])
@@ -316,7 +328,7 @@ def test_reward_errors_scored_group_by_group_are_logged_only_up_to_log_errors(ca
                         for g in stream.ready]
 
     stream.submit = with_errors
-    driver._stage_end = 1
-    with caplog.at_level("WARNING", logger="rlft.driver"):
+    driver.stage_end = 1
+    with caplog.at_level("WARNING", logger="rlft.collect"):
         driver.rl_step("rl1")
     assert [r.getMessage() for r in caplog.records if "bad" in r.getMessage()] == ["step 1: bad 0", "step 1: bad 1"]

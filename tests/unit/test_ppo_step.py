@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from rlft.config import ConfigError, load_config
-from rlft.driver import Driver
+from rlft.compose import build_driver
 from rlft.placement import plan_run
-from rlft.ppo_step import PPOStep, build_advantages
+from rlft.ppo_step import CriticBuilder, build_advantages
 from rlft.types import Prompt, TrainSample
 
 from test_driver import Calls, FakeEngine, FakeLearner, FakeScorer, FakeSync, Sink
@@ -86,7 +86,7 @@ def make_ppo(overrides, ckpt=None):
     calls = Calls()
     engine, learner, critic = FakeEngine(calls), RefLearner(calls), FakeCritic(calls)
     prompts = [Prompt(f"p{i}", [1, i + 2]) for i in range(5)]
-    driver = Driver(cfg, engine=engine, scorer=FakeScorer(calls, lambda r: 1.0), learner=learner,
+    driver = build_driver(cfg, engine=engine, scorer=FakeScorer(calls, lambda r: 1.0), learner=learner,
                     weights=FakeSync(calls, engine), train_prompts=prompts, eval_prompts=prompts[:1], sink=Sink(),
                     checkpoint_dir=ckpt, critic=critic)
     return driver, calls, learner, critic
@@ -97,7 +97,7 @@ def test_the_critic_warms_up_alone_then_both_train_each_step():
     driver.run()
     steps = [c for c in calls if c in ("values", "critic_step", "train_step", "sync", "reference")]
     assert steps == ["values", "critic_step"] * 2 + ["values", "critic_step", "train_step", "sync"] * 2
-    assert driver.version == 2  # two policy updates after the two warm-up steps
+    assert driver.state.version == 2  # two policy updates after the two warm-up steps
     rows = [m for _, m in driver.sink.rows if m.get("stage") == "rl1"]
     assert [m.get("critic/warmup", 0.0) for m in rows] == [1.0, 1.0, 0.0, 0.0]
     assert all("critic/value_loss" in m and "critic/explained_variance" in m for m in rows)
@@ -128,7 +128,7 @@ def test_the_adaptive_kl_coefficient_follows_the_observed_kl_and_survives_a_rest
     assert calls.count("reference") == 3
     resumed, _, _, critic = make_ppo(over, ckpt=str(tmp_path / "c"))
     resumed.restore(tmp_path / "c" / "step-000002")
-    assert resumed.ppo.kl_coef == pytest.approx(0.10404) and resumed.ppo.critic_steps == 2
+    assert resumed.parts.builder.kl_coef == pytest.approx(0.10404) and resumed.parts.builder.critic_steps == 2
     saved = float((tmp_path / "c" / "step-000002" / "critic" / "value.txt").read_text())
     assert saved != 0.0 and critic.value == saved  # the critic's own state came back with the step
 
@@ -142,9 +142,9 @@ def test_ppo_config_is_checked():
     assert {r.role: (r.count, dict(r.bundle)) for r in plan_run(cfg).roles}["critic"] == (2, {"CPU": 2.0})
 
 
-def test_ppo_step_without_a_critic_config_is_refused():
+def test_critic_builder_without_a_critic_config_is_refused():
     with pytest.raises(ValueError, match="needs cfg.critic"):
-        PPOStep(load_config(), FakeCritic(Calls()), RefLearner(Calls()))
+        CriticBuilder(load_config(), FakeCritic(Calls()), RefLearner(Calls()))
 
 
 def test_an_interrupt_after_the_critic_moved_writes_no_half_step_checkpoint(tmp_path):
