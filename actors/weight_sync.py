@@ -8,8 +8,10 @@ and returns when every engine serves the new weights under the new policy versio
     stats = sync.push(model.state_dict(), version=3, workers=rollout_actors)
     print(stats.bytes / stats.seconds / 1e9, "GB/s")
 
-Backends (registry ``WEIGHT_SYNCS``; ``make_weight_sync(name, **params)`` validates params against
-the backend's keyword-only fields, like the algorithm registries do):
+Backends (registry ``WEIGHT_SYNCS`` in ``rlft.weight_sync``, where each built-in backend is registered
+by its settings so the config checks ``rollout.weight_sync`` and its params when it loads; here each
+is subclassed with its ``push``. ``make_weight_sync(name, **params)`` validates params against the
+backend's keyword-only fields, like the algorithm registries do):
 
 ``shm``
     The sender writes the tensors as safetensors files of about ``bucket_bytes`` each into a fresh
@@ -30,7 +32,9 @@ after the load. Tensors on an accelerator are copied to host memory first.
 
 GPU backends (vLLM's ``vllm.distributed.weight_transfer`` NCCL / IPC engines, which broadcast from
 the learner's devices straight into the engines' without a host copy) plug in by registering a class
-with the same ``push`` under a new name::
+with the same ``push`` under a new name, from a module in the config's ``plugins:``::
+
+    from rlft.weight_sync import WEIGHT_SYNCS
 
     @WEIGHT_SYNCS.register("nccl")
     @dataclass(kw_only=True)
@@ -47,16 +51,13 @@ import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
-from annotated_types import Gt
 
 from actors.vllm_ext import ABORT_MARKER, SAFETENSORS_DTYPES
-from rlft.algorithms.registry import Registry
-
-DEFAULT_BUCKET_BYTES = 64 * 2**20
+from rlft.weight_sync import DEFAULT_BUCKET_BYTES, WEIGHT_SYNCS, ObjectStoreSettings, ShmSettings
 
 # torch dtype -> safetensors dtype code: the inverse of the reader's table
 _ST_CODES = {dtype: code for code, dtype in SAFETENSORS_DTYPES.items()}
@@ -87,13 +88,17 @@ class WeightSync(Protocol):
     ) -> SyncStats: ...
 
 
-WEIGHT_SYNCS: Registry = Registry("weight sync backend")
-
-
 def make_weight_sync(name: str, **params: Any) -> WeightSync:
-    """The backend registered as ``name``, built with ``params`` checked against its fields."""
-    cls = WEIGHT_SYNCS.get(name)
-    return cls(**WEIGHT_SYNCS.validate_params(name, params))
+    """The backend registered as ``name``, built with ``params`` checked against its fields (a
+    built-in backend's registered settings are built as their implementation here)."""
+    checked = WEIGHT_SYNCS.validate_params(name, params)
+    registered = WEIGHT_SYNCS.get(name)
+    cls = _IMPLEMENTATIONS.get(registered, registered)
+    if not callable(getattr(cls, "push", None)):
+        raise TypeError(
+            f"weight sync backend '{name}' ({cls!r}) has no push(state_dict, version, workers) method"
+        )
+    return cls(**checked)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -179,17 +184,9 @@ def write_safetensors(bucket: Bucket, path: str | os.PathLike[str]) -> int:
     return offset
 
 
-@WEIGHT_SYNCS.register("shm")
-@dataclass(kw_only=True)
-class ShmWeightSync:
-    """Buckets as safetensors files in shared memory; every worker on this machine reads them."""
-
-    bucket_bytes: Annotated[int, Gt(0)] = DEFAULT_BUCKET_BYTES
-    """Approximate size of one file."""
-    root: str = "/dev/shm"
-    """Directory (a RAM-backed file system) under which each sync makes its own directory."""
-    wait_s: Annotated[float, Gt(0)] = 600.0
-    """How long a worker waits for the next bucket file before giving up."""
+class ShmWeightSync(ShmSettings):
+    """Buckets as safetensors files in shared memory; every worker on this machine reads them
+    (``bucket_bytes``, ``root``, ``wait_s``: ``rlft.weight_sync.ShmSettings``)."""
 
     def push(
         self, state_dict: Mapping[str, torch.Tensor], version: int, workers: Sequence[Any]
@@ -248,13 +245,9 @@ def unpack_bucket(packed: tuple[list[Any], list[np.ndarray]]) -> Iterator[tuple[
         yield name, flat.view(getattr(torch, dtype)).reshape(shape)
 
 
-@WEIGHT_SYNCS.register("object_store")
-@dataclass(kw_only=True)
-class ObjectStoreWeightSync:
-    """Buckets put once into Ray's object store; each worker pulls them one at a time."""
-
-    bucket_bytes: Annotated[int, Gt(0)] = DEFAULT_BUCKET_BYTES
-    """Approximate size of one object."""
+class ObjectStoreWeightSync(ObjectStoreSettings):
+    """Buckets put once into Ray's object store; each worker pulls them one at a time
+    (``bucket_bytes``: ``rlft.weight_sync.ObjectStoreSettings``)."""
 
     def push(
         self, state_dict: Mapping[str, torch.Tensor], version: int, workers: Sequence[Any]
@@ -270,6 +263,10 @@ class ObjectStoreWeightSync:
         del refs  # the objects are freed once no worker holds them
         total = sum(t.nbytes for bucket in buckets for _, t in bucket)
         return _stats(buckets, total, start, version, loads)
+
+
+_IMPLEMENTATIONS: dict[Any, type] = {ShmSettings: ShmWeightSync, ObjectStoreSettings: ObjectStoreWeightSync}
+"""The built-in backends: their registered settings (``rlft.weight_sync``) -> the class that pushes."""
 
 
 def _stats(

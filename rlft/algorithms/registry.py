@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
-from typing import Any, Callable, Generic, Iterator, TypeVar
+from typing import Any, Callable, Generic, Iterable, Iterator, TypeVar
 
 import pydantic
 
@@ -47,6 +47,17 @@ def closest(name: str, choices: list[str] | tuple[str, ...]) -> str | None:
     """The closest spelling of ``name`` among ``choices``, or None when nothing is close."""
     match = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
     return match[0] if match else None
+
+
+def did_you_mean(name: str, choices: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` for the closest spelling of ``name`` among ``choices``, else ``""``:
+    the one hint every "unknown name" message in rlft carries.
+
+    >>> did_you_mean("clip_hgih", ["clip_high", "clip_low"]), did_you_mean("zzz", ["clip_high"])
+    (" (did you mean 'clip_high'?)", '')
+    """
+    hint = closest(name, tuple(choices))
+    return f" (did you mean '{hint}'?)" if hint else ""
 
 
 class Registry(Generic[F]):
@@ -89,10 +100,9 @@ class Registry(Generic[F]):
         try:
             return self._fns[name]
         except KeyError:
-            hint = closest(name, self.names())
-            did = f" (did you mean '{hint}'?)" if hint else ""
             raise RegistryError(
-                f"unknown {self.kind} '{name}'{did}; valid names: {', '.join(self.names())}"
+                f"unknown {self.kind} '{name}'{did_you_mean(name, self.names())}; "
+                f"valid names: {', '.join(self.names())}"
             ) from None
 
     __getitem__ = get
@@ -118,11 +128,9 @@ class Registry(Generic[F]):
         valid = sorted(self.params(name))
         for key in params:
             if key not in valid:
-                hint = closest(key, valid)
-                did = f" (did you mean '{hint}'?)" if hint else ""
                 listed = ", ".join(valid) if valid else "none"
                 raise ParamError(
-                    f"unknown parameter '{key}' for {self.kind} '{name}'{did}; "
+                    f"unknown parameter '{key}' for {self.kind} '{name}'{did_you_mean(key, valid)}; "
                     f"valid parameters: {listed}"
                 )
         try:

@@ -14,8 +14,9 @@ with ``apply_overrides`` or ``model_copy(update=...)``. Each field's docstring i
 with its default by ``rlft check --describe``, ``rlft.config.describe``, and in
 ``RunConfig.model_json_schema()``). The schema's defaults are the only defaults a config file gets.
 
-The sections are in ``rlft.config.schema`` (the cluster's in ``rlft.config.cluster``, their shared base in
-``rlft.config.base``); loading, overrides and dumping in ``rlft.config.files``.
+The sections are in their own modules (``rlft.config.run`` holds the root, ``RunConfig``; the rest are
+listed in ``rlft.config.schema``, which also exports them all); loading, overrides and dumping are in
+``rlft.config.files``.
 """
 
 from rlft.config.base import ConfigError, Section

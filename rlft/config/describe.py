@@ -18,9 +18,9 @@ from typing import Any, NamedTuple
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-from rlft.algorithms.registry import closest
+from rlft.algorithms.registry import did_you_mean
 from rlft.config.base import ConfigError
-from rlft.config.schema import RunConfig
+from rlft.config.run import RunConfig
 
 
 class FieldDoc(NamedTuple):
@@ -34,7 +34,7 @@ class FieldDoc(NamedTuple):
 def sections_of(annotation: Any) -> list[type[BaseModel]]:
     """The config models inside a field's type (``X``, ``X | None``, ``list[X]``).
 
-    >>> from rlft.config.schema import RewardConfig
+    >>> from rlft.config.reward import RewardConfig
     >>> [m.__name__ for m in sections_of(RewardConfig.model_fields["functions"].annotation)]
     ['RewardFunctionConfig']
     """
@@ -94,8 +94,7 @@ def describe(section: str = "") -> str:
         docs = [d for d in docs if _under(d.path, key)]
     if not docs:
         paths = [d.path for d in field_docs()]
-        hint = closest(key, paths)
-        did = f" (did you mean '{hint}'?)" if hint else "; `rlft check --describe` lists them all"
+        did = did_you_mean(key, paths) or "; `rlft check --describe` lists them all"
         raise ConfigError(f"no config field or section '{section}'{did}")
     lines = []
     for d in docs:

@@ -10,7 +10,7 @@ from typing import Annotated
 
 from pydantic import Field
 
-from rlft.algorithms.registry import closest
+from rlft.algorithms.registry import did_you_mean
 from rlft.config.base import NonNegative, Section
 
 
@@ -47,7 +47,6 @@ def check_correct(correct: CorrectConfig | None, reward_keys: list[str], train_p
     """
     keys = reward_keys or ([train_path.split(":")[1]] if train_path.startswith("builtin:") else [])
     if correct is not None and keys and correct.reward not in keys:
-        hint = closest(correct.reward, keys)
-        did = f" (did you mean '{hint}'?)" if hint else ""
+        did = did_you_mean(correct.reward, keys)
         raise ValueError(f"evaluation.correct.reward '{correct.reward}' is not one of the run's rewards{did}; "
                          f"they are: {', '.join(keys)}")

@@ -19,9 +19,9 @@ import pydantic
 import yaml
 from pydantic import BaseModel
 
-from rlft.algorithms.registry import closest
+from rlft.algorithms.registry import did_you_mean
 from rlft.config.base import ConfigError
-from rlft.config.schema import RunConfig
+from rlft.config.run import RunConfig
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -118,9 +118,7 @@ def format_errors(err: pydantic.ValidationError) -> str:
         where = ".".join(loc)
         if e["type"] == "extra_forbidden":
             valid = _valid_keys(e["loc"][:-1])
-            hint = closest(loc[-1], valid)
-            did = f" (did you mean '{hint}'?)" if hint else ""
-            msg = f"unknown key{did}; valid keys: {', '.join(valid)}"
+            msg = f"unknown key{did_you_mean(loc[-1], valid)}; valid keys: {', '.join(valid)}"
         else:
             msg = e["msg"].removeprefix("Value error, ")
             if e["type"] not in ("value_error", "assertion_error", "missing"):

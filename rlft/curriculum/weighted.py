@@ -14,7 +14,7 @@ from typing import Annotated
 import numpy as np
 from annotated_types import Ge
 
-from rlft.algorithms.registry import closest
+from rlft.algorithms.registry import did_you_mean
 from rlft.curriculum._util import CategorySampler
 from rlft.curriculum.base import SAMPLERS, GroupResult
 
@@ -46,10 +46,8 @@ class WeightedSourcesSampler(CategorySampler):
             weights = {name: 1.0 for name in names}
         for key in weights:
             if key not in names:
-                hint = closest(key, names)
-                did = f" (did you mean '{hint}'?)" if hint else ""
                 raise ValueError(
-                    f"weights name the category '{key}'{did}, which no prompt has; "
+                    f"weights name the category '{key}'{did_you_mean(key, names)}, which no prompt has; "
                     f"categories: {', '.join(names)}"
                 )
         self.weights = np.array([float(weights.get(name, 0.0)) for name in names])

@@ -33,10 +33,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rlft.data.record import Record
 from rlft.data.rows import FieldError, Message, as_messages, field_value, solution_text, split_solution
 
 BUILTIN_PREFIX = "builtin:"
@@ -46,17 +47,6 @@ ID_FIELD = "id"
 
 class DataError(ValueError):
     """A data source or row that cannot be used; the message says where and why."""
-
-
-@dataclass(frozen=True)
-class Record:
-    """One prompt of a dataset, before tokenisation."""
-
-    prompt_id: str  # stable: the `id` column, or "<stem>:<row index>"
-    prompt: str | list[Message]  # text, or chat messages (for the chat template)
-    answer: str | None = None  # reference answer for the rewards, always text
-    metadata: dict[str, Any] = field(default_factory=dict)  # JSON-serialisable extra columns
-    solution: str | None = None  # reference completion (SFT target), without EOS
 
 
 def load_records(
@@ -246,7 +236,7 @@ def _read_datasets_dir(path: Path, split_name: str) -> Iterator[tuple[int, Any]]
 
 
 def _load_builtin(spec: str) -> list[Record]:
-    from rlft.tasks import get_task  # lazy: rlft.tasks imports this module
+    from rlft.tasks import get_task  # lazy: rlft.tasks imports this package (rlft.data.record)
 
     parts = spec[len(BUILTIN_PREFIX):].split(":")
     if len(parts) > 2 or not parts[0]:

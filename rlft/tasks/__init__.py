@@ -18,8 +18,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
-from rlft.data.loading import Record
+from rlft.algorithms.registry import Registry, RegistryError
+from rlft.data.record import Record
 from rlft.tasks import arithmetic
 
 
@@ -34,24 +36,30 @@ class Task:
     score: Callable[[str, str], float]  # (completion, answer) -> reward in [0, 1]
 
 
-TASKS: dict[str, Task] = {
-    arithmetic.NAME: Task(
+TASKS: Registry = Registry("built-in task")
+"""Built-in tasks by name: each entry builds its ``Task`` (its keyword-only arguments are the task's
+params, checked like every registry's)."""
+
+
+@TASKS.register(arithmetic.NAME)
+def _arithmetic() -> Task:
+    return Task(
         name=arithmetic.NAME,
         splits=arithmetic.SPLITS,
         generate=arithmetic.generate,
         reference_completion=arithmetic.reference_completion,
         score=arithmetic.score,
-    ),
-}
+    )
 
 
-def get_task(name: str) -> Task:
-    """The built-in task called ``name``; a ``KeyError`` lists the available ones."""
+def get_task(name: str, **params: Any) -> Task:
+    """The built-in task called ``name``, built with ``params``; a ``KeyError`` lists the available ones."""
     try:
-        return TASKS[name]
-    except KeyError:
-        available = ", ".join(sorted(TASKS))
+        factory = TASKS.get(name)
+    except RegistryError:
+        available = ", ".join(TASKS.names())
         raise KeyError(f"unknown built-in task '{name}'; available tasks: {available}") from None
+    return factory(**TASKS.validate_params(name, params))
 
 
 __all__ = ["TASKS", "Task", "get_task"]

@@ -34,7 +34,7 @@ import zlib
 from functools import lru_cache
 from typing import Literal
 
-from rlft.data.loading import Record
+from rlft.data.record import Record
 
 NAME = "arithmetic"
 SPLITS = ("train", "eval")

@@ -271,3 +271,55 @@ def test_stages_are_validated():
     assert load_config(overrides=["stages=[{kind: rl, steps: 2, lr: 0}]"]).stages[0].lr == 0.0
     assert "stages.0.lr: Input should be greater than or equal to 0" in _error(["stages=[{kind: rl, steps: 1, lr: -1}]"])
     assert "learner.lr: Input should be greater than 0" in _error(["learner.lr=0"])
+
+
+# --- weight sync: a {name, params} choice over rlft.weight_sync.WEIGHT_SYNCS, checked at load -----
+
+
+def test_weight_sync_old_spelling_and_name_params_spelling_load_the_same(tmp_path):
+    old = tmp_path / "old.yaml"
+    old.write_text("rollout: {weight_sync: object_store, weight_sync_params: {bucket_bytes: 1024}}\n")
+    new = tmp_path / "new.yaml"
+    new.write_text("rollout: {weight_sync: {name: object_store, params: {bucket_bytes: '1024'}}}\n")
+    a, b = load_config(old).rollout, load_config(new).rollout
+    assert (a.weight_sync, a.weight_sync_params) == (b.weight_sync, b.weight_sync_params) == ("object_store", {"bucket_bytes": 1024})
+    assert load_config(overrides=["rollout.weight_sync={name: shm}"]).rollout.weight_sync == "shm"
+    # the resolved config keeps the flat keys users write
+    dumped = yaml.safe_load(dump_config(load_config(new)))["rollout"]
+    assert dumped["weight_sync"] == "object_store" and dumped["weight_sync_params"] == {"bucket_bytes": 1024}
+
+
+def test_weight_sync_name_and_params_fail_at_load_with_the_closest_name():
+    msg = _error(["rollout.weight_sync=shmm"])
+    assert "rollout.weight_sync: unknown weight sync backend 'shmm' (did you mean 'shm'?); valid names: " in msg
+    msg = _error(["rollout.weight_sync_params={bucket_byte: 1}"])
+    assert "unknown parameter 'bucket_byte' for weight sync backend 'shm' (did you mean 'bucket_bytes'?)" in msg
+    assert "bucket_bytes: Input should be greater than 0" in _error(["rollout.weight_sync_params={bucket_bytes: 0}"])
+    assert "weight_sync takes 'name' and 'params'" in _error(["rollout.weight_sync={name: shm, bucket_bytes: 1}"])
+    assert "give the weight-sync params once" in _error(
+        ["rollout.weight_sync={name: shm, params: {}}", "rollout.weight_sync_params={root: /tmp}"]
+    )
+
+
+def test_plugin_registers_a_weight_sync_backend(tmp_path):
+    name = f"my_sync_{uuid.uuid4().hex[:8]}"
+    (tmp_path / "my_sync.py").write_text(
+        textwrap.dedent(
+            f"""
+            from dataclasses import dataclass
+            from rlft.weight_sync import WEIGHT_SYNCS
+
+            @WEIGHT_SYNCS.register("{name}")
+            @dataclass(kw_only=True)
+            class MySync:
+                port: int = 29600
+                def push(self, state_dict, version, workers): ...
+            """
+        )
+    )
+    cfg_path = tmp_path / "exp.yaml"
+    cfg_path.write_text(f"plugins: [my_sync.py]\nrollout: {{weight_sync: {name}, weight_sync_params: {{port: '1'}}}}\n")
+    assert load_config(cfg_path).rollout.weight_sync_params == {"port": 1}
+    assert f"unknown parameter 'prot' for weight sync backend '{name}' (did you mean 'port'?)" in _error(
+        ["rollout.weight_sync_params={prot: 1}"], path=cfg_path
+    )

@@ -70,3 +70,31 @@ def test_params_are_checked_against_the_signature():
         A.ADVANTAGES.validate_params("grpo", {"scale_by_std": "perhaps"})
     with pytest.raises(ParamError, match=r"valid parameters: none"):
         A.ADVANTAGES.validate_params("rloo", {"eps": 1e-6})
+
+
+def test_one_did_you_mean_helper_serves_every_message():
+    from pathlib import Path
+
+    from rlft.algorithms.registry import did_you_mean
+
+    assert did_you_mean("rlo", ["rloo", "grpo"]) == " (did you mean 'rloo'?)"
+    assert did_you_mean("zzz", ["rloo", "grpo"]) == ""
+    # the hint's wording lives in one place: no other module formats it by hand
+    root = Path(__file__).resolve().parents[2]
+    hand_made = [
+        str(p.relative_to(root))
+        for pkg in ("rlft", "actors", "rewards", "launch")
+        for p in sorted((root / pkg).rglob("*.py"))
+        if "f\" (did you mean '{" in p.read_text()
+    ]
+    assert hand_made == ["rlft/algorithms/registry.py"]
+
+
+def test_built_in_tasks_and_weight_syncs_are_registries():
+    from rlft.tasks import TASKS
+    from rlft.weight_sync import WEIGHT_SYNCS
+
+    assert isinstance(TASKS, Registry) and "arithmetic" in TASKS
+    assert isinstance(WEIGHT_SYNCS, Registry) and {"shm", "object_store"} <= set(WEIGHT_SYNCS)
+    with pytest.raises(RegistryError, match=r"unknown weight sync backend 'shmm' \(did you mean 'shm'\?\)"):
+        WEIGHT_SYNCS.get("shmm")
