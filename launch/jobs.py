@@ -394,7 +394,7 @@ def _when(ms: int | None) -> str:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from launch.cli import _load
+    from launch.config_args import _load
 
     config, cfg = _load(args)
     job_id = args.job_id or new_job_id(cfg.name)
@@ -487,7 +487,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def add_job_commands(sub: Any) -> None:
     """Register ``submit``, ``status``, ``logs``, ``stop`` and ``list`` on the CLI's subparsers."""
-    from launch.cli import _config_args
+    from launch.config_args import _config_args
 
     def command(name: str, func: Callable[[argparse.Namespace], int], help: str, description: str,
                 job_id: bool = True) -> argparse.ArgumentParser:

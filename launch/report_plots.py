@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from launch.report import _PASS_K, _REWARD_FN, PLOT_FILES, TIME_PHASES, RunData
+from launch.run_data import _PASS_K, _REWARD_FN, PLOT_FILES, TIME_PHASES, RunData
 
 
 def rolling_mean(y: np.ndarray, window: int) -> np.ndarray:

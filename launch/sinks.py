@@ -37,11 +37,11 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+from launch.metric_rows import Row, numeric, reward_names
 from rlft.config import ConfigError, RunConfig, stage_names
 
 logger = logging.getLogger("rlft")
 
-Row = Mapping[str, Any]
 
 # Required package of each optional backend (``console`` needs tqdm only for its bar).
 BACKEND_PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb"}
@@ -360,24 +360,6 @@ def _cell(v: Any, max_chars: int = 2000) -> str:
     if len(text) > max_chars:
         text = text[:max_chars] + "…"
     return html.escape(text).replace("|", "\\|").replace("\r", "").replace("\n", "<br>")
-
-
-def reward_names(rows: Sequence[Row]) -> list[str]:
-    """The per-reward names of ``rows``, in order of first appearance."""
-    names: dict[str, None] = {}
-    for r in rows:
-        for n in r.get("rewards") or {}:
-            names.setdefault(str(n), None)
-    return list(names)
-
-
-def numeric(metrics: Mapping[str, Any]) -> dict[str, float]:
-    """The numeric metrics (not ``stage``, not the ``step`` echo, not booleans) as floats."""
-    return {
-        k: float(v)
-        for k, v in metrics.items()
-        if k != "step" and isinstance(v, numbers.Real) and not isinstance(v, bool)
-    }
 
 
 # ------------------------------------------------------------------------------------------------

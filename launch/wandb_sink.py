@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 from urllib.parse import urlsplit
 
-from launch.sinks import Row, numeric, reward_names
+from launch.metric_rows import Row, numeric, reward_names
 from rlft.config import RunConfig
 
 logger = logging.getLogger("rlft")

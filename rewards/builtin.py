@@ -21,7 +21,7 @@ import re
 import unicodedata
 from typing import Literal
 
-from rewards.api import reward
+from rewards.registry import reward
 
 _NUMBER = re.compile(r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)?(?:\.\d+)?(?:[eE][-+]?\d+)?(?:/\d+)?")
 

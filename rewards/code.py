@@ -35,7 +35,8 @@ import textwrap
 from collections import Counter
 from typing import Any
 
-from rewards.api import RewardResult, reward
+from rewards.registry import reward
+from rewards.spec import RewardResult
 from rewards.code_harness import IoCase, as_io_case, run_case, server_program
 
 _FENCE = re.compile(r"^[ \t]*```[ \t]*([\w+#.-]*)[^\n]*\n(.*?)(?:^[ \t]*```|\Z)", re.DOTALL | re.MULTILINE)

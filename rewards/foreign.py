@@ -52,7 +52,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from rewards.api import RewardResult, RewardSpec
+from rewards.spec import RewardResult, RewardSpec
 
 Kw = dict[str, Any]
 

@@ -59,7 +59,8 @@ import string
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
-from rewards.api import RewardError, RewardResult, reward
+from rewards.registry import reward
+from rewards.spec import RewardError, RewardResult
 
 log = logging.getLogger(__name__)
 
@@ -316,7 +317,7 @@ def column(columns: Mapping[str, Any], name: str, n: int) -> Sequence[Any]:
     >>> column({"answer": ["4"]}, "reference", 1)  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    rewards.api.RewardError: the samples have no field 'reference' (...); their fields: answer
+    rewards.spec.RewardError: the samples have no field 'reference' (...); their fields: answer
     """
     if name not in columns:
         have = ", ".join(sorted(columns)) or "none"

@@ -10,7 +10,7 @@ what to fix: an unknown name (with the closest one), a missing file or module, a
 >>> loaded = load_reward(RewardFunctionConfig(name="exact_match", params={"normalise": True}))
 Traceback (most recent call last):
 ...
-rewards.api.RewardError: unknown parameter 'normalise' for reward 'exact_match' (did you mean 'normalize'?); valid parameters: answer, answer_pattern, normalize
+rewards.spec.RewardError: unknown parameter 'normalise' for reward 'exact_match' (did you mean 'normalize'?); valid parameters: answer, answer_pattern, normalize
 """
 
 from __future__ import annotations
