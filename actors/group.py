@@ -52,6 +52,8 @@ from ray.exceptions import ActorDiedError, GetTimeoutError, RayActorError, RayTa
 from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
+from rlft.placement import RolePlan
+
 logger = logging.getLogger(__name__)
 
 DEAD_PEER_GRACE_S = 5.0
@@ -158,6 +160,19 @@ class WorkerGroup(Generic[T]):
         self._actors: list[Any] = []
         if start:
             self.start(args)
+
+    @classmethod
+    def from_plan(
+        cls, role: RolePlan, worker_cls: type[T], *, placement: SharedPlacement | None = None, **options: Any
+    ) -> WorkerGroup[T]:
+        """The workers of ``role`` as ``rlft.placement.plan_run`` planned them (the one place a role's
+        placement is computed): ``role.count`` of ``worker_cls``, each reserving ``role.reserves``,
+        in a placement group of their own with ``role.strategy``, or in ``placement``'s bundles
+        when the plan shares the role's group with another role. ``options``: the constructor's other
+        keyword arguments (``args``, ``max_restarts``, ``start``, ...)."""
+        each = dict(role.reserves)
+        return cls(role.role, worker_cls, role.count, num_cpus=each.pop("CPU", 0.0), num_gpus=each.pop("GPU", 0.0),
+                   resources=each, strategy=role.strategy, placement=placement, **options)
 
     @property
     def placement_group(self) -> Any:

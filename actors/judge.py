@@ -1,8 +1,9 @@
 """JudgeWorker: one vLLM engine that answers the judge questions of model-based rewards.
 
-A plain class; the caller makes it a Ray actor (``ray.remote(num_cpus=..., num_gpus=...)``, from
-``JudgeConfig``) and hands reward workers a client that forwards ``generate`` to it (see
-``actors.reward.JudgeClient``). The rewards themselves (``rewards.judge``) never see vLLM. Example
+A plain class; ``actors.runtime.RewardGroup`` makes it a Ray actor (``judge-0``) in the placement
+group the run's plan gives the judge role (``rlft.placement.plan_run``: one bundle of
+``JudgeConfig.num_cpus`` / ``num_gpus``) and hands reward workers a client that forwards
+``generate`` to it (see ``actors.reward.JudgeClient``). The rewards themselves (``rewards.judge``) never see vLLM. Example
 (in-process, no Ray)::
 
     worker = JudgeWorker("path/to/judge", JudgeConfig(model="path/to/judge"))

@@ -8,11 +8,14 @@
 * ``RewardGroup``: ``reward.num_workers`` RewardWorkers (and the judge engine actor when
   ``reward.judge`` is set); samples are split evenly across workers, outcomes combined by weight.
 
-Each role is placed per ``cluster.<role>`` (cpus, gpus, custom resources, strategy; ``rlft plan``
-prints it). With ``cluster.reference.placement: separate`` the learner group also owns one
-``ReferenceWorker`` that scores each RL batch; with ``cluster.colocate`` a ``Colocation`` placement
-group holds learner rank ``i`` and rollout worker ``i`` in one bundle (the engines sleep while the
-learner trains). The PPO critic's group is ``actors.critic.CriticGroup``.
+Each role is placed as ``rlft.placement.plan_run(cfg)`` plans it from ``cluster.<role>`` (cpus,
+gpus, custom resources, strategy; ``rlft plan`` prints that plan): every group takes its role's
+``RolePlan`` (``WorkerGroup.from_plan``), and a caller that builds several passes the one ``plan``
+to all. With ``cluster.reference.placement: separate`` the learner group also owns one
+``ReferenceWorker`` that scores each RL batch; with ``cluster.colocate`` a ``Colocation`` reserves
+the plan's shared placement group once, whose bundle ``i`` holds learner rank ``i`` and rollout
+worker ``i`` (the engines sleep while the learner trains). The PPO critic's group is
+``actors.critic.CriticGroup``.
 
 Each actor receives only its own config sections.
 
@@ -32,9 +35,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Callable
 
-import ray
-
-from actors.group import SharedPlacement, WorkerGroup, create_named, reserve
+from actors.group import SharedPlacement, WorkerGroup, reserve
 from actors.learner import LearnerWorker
 from actors.reference import ReferenceWorker
 from actors.reward import RewardWorker
@@ -42,7 +43,7 @@ from actors.rollout import CONTROL_GROUP, RolloutWorker
 from actors.weight_sync import SyncStats
 from rlft.balance import assign_balanced
 from rlft.config import RewardFunctionConfig, RunConfig
-from rlft.placement import plan_run
+from rlft.placement import Plan, RolePlan, plan_run
 from rlft.types import Prompt, Rollout, SamplingSettings, Scores, TrainBatch, TrainSample
 from rewards.compose import combine
 from rewards.pool import Sample, runtime_sample
@@ -52,18 +53,41 @@ def _max_restarts(cfg: RunConfig, given: int | None) -> int:
     return cfg.cluster.max_restarts if given is None else given
 
 
+def planned(plan: Plan, role: str) -> RolePlan:
+    """``role``'s entry of ``plan`` (a group built for a role the config does not plan is a bug)."""
+    found = plan.role(role)
+    if found is None:
+        raise ValueError(f"the run's plan has no {role} role")
+    return found
+
+
 class Colocation:
     """The one placement group that colocated learner ranks and rollout engines share
-    (``cluster.colocate``): bundle ``i`` holds learner rank ``i`` and rollout worker ``i``, each
-    reserving half of the bundle's GPUs, so Ray gives them the same devices."""
+    (``cluster.colocate``), reserved once from the plan's shared group: bundle ``i`` holds learner
+    rank ``i`` and rollout worker ``i``, each reserving half of the bundle's GPUs (the plan's
+    ``RolePlan.worker``), so Ray gives them the same devices."""
 
-    def __init__(self, cfg: RunConfig):
-        group = next(g for g in plan_run(cfg).groups if g.name == "learner")
+    def __init__(self, cfg: RunConfig, plan: Plan | None = None):
+        plan = plan or plan_run(cfg)
+        if not plan.shares_group("rollout"):
+            raise ValueError("Colocation needs cluster.colocate: the plan gives the rollout workers their own group")
+        group = plan.group(planned(plan, "rollout").group)
+        assert group is not None
         self.group = reserve([dict(b) for b in group.bundles], group.strategy, "colocated learner+rollout")
-        self.gpus_each = cfg.cluster.learner.gpus / 2
 
     def placement(self, n: int) -> SharedPlacement:
         return SharedPlacement(self.group, range(n))
+
+    @staticmethod
+    def of(plan: Plan, role: RolePlan, colocation: Colocation | None) -> SharedPlacement | None:
+        """The shared bundles ``role``'s workers go in, or None where the plan gives them a group
+        of their own."""
+        if not plan.shares_group(role.role):
+            return None
+        if colocation is None:
+            raise ValueError(f"the plan puts the {role.role} workers in the shared {role.group} group "
+                             "(cluster.colocate): pass the Colocation that reserved it")
+        return colocation.placement(role.count)
 
     def shutdown(self) -> None:
         from ray.util.placement_group import remove_placement_group
@@ -88,28 +112,26 @@ class RolloutGroup:
         model_path: str,
         *,
         max_restarts: int | None = None,
+        plan: Plan | None = None,
         colocation: Colocation | None = None,
         abortable: bool = False,
     ):
-        rollout, model, res = cfg.rollout, cfg.model, cfg.cluster.rollout
+        rollout, model = cfg.rollout, cfg.model
+        plan = plan or plan_run(cfg)
+        role = planned(plan, "rollout")
         # the concurrency group request_abort runs in, beside a stream (None: not abortable)
         self.control_group = CONTROL_GROUP if abortable else None
         self.on_restart: Callable[[int], Any] | None = None
         # colocated engines sleep between their generate calls (the learner has the GPU then)
-        self.colocated, self.asleep = colocation is not None, False
-        self.workers: WorkerGroup[RolloutWorker] = WorkerGroup(
-            "rollout",
+        self.colocated, self.asleep = plan.shares_group("rollout"), False
+        self.workers: WorkerGroup[RolloutWorker] = WorkerGroup.from_plan(
+            role,
             RolloutWorker,
-            rollout.num_workers,
             args=lambda rank: (
                 (model_path, rollout, model),
                 {"seed": cfg.seed, "worker_index": rank, "sleep_mode": self.colocated},
             ),
-            num_cpus=res.cpus,
-            num_gpus=colocation.gpus_each if colocation else res.gpus * rollout.tensor_parallel_size,
-            resources=res.resources,
-            strategy=res.strategy,
-            placement=colocation.placement(rollout.num_workers) if colocation else None,
+            placement=Colocation.of(plan, role, colocation),
             max_restarts=_max_restarts(cfg, max_restarts),
             concurrency_groups={self.control_group: 1} if self.control_group else None,
         )
@@ -166,24 +188,25 @@ class LearnerGroup:
     """The data-parallel learner ranks of a run (rank 0 holds the full weights for syncs)."""
 
     def __init__(
-        self, cfg: RunConfig, model_path: str, *, total_steps: int, colocation: Colocation | None = None
+        self,
+        cfg: RunConfig,
+        model_path: str,
+        *,
+        total_steps: int,
+        plan: Plan | None = None,
+        colocation: Colocation | None = None,
     ):
-        res, n = cfg.cluster.learner, cfg.learner.num_ranks
+        plan = plan or plan_run(cfg)
+        role = planned(plan, "learner")
+        n = role.count
         # Rank 0's node hosts the rendezvous: find its address and a free port there first.
-        group: WorkerGroup[LearnerWorker] = WorkerGroup(
-            "learner",
-            LearnerWorker,
-            n,
-            num_cpus=res.cpus,
-            num_gpus=colocation.gpus_each if colocation else res.gpus,
-            resources=res.resources,
-            strategy=res.strategy,
-            placement=colocation.placement(n) if colocation else None,
-            start=False,
+        group: WorkerGroup[LearnerWorker] = WorkerGroup.from_plan(
+            role, LearnerWorker, placement=Colocation.of(plan, role, colocation), start=False
         )
         addr, port = group.rendezvous()
-        ref = cfg.cluster.reference
-        separate = cfg.algo.kl.coef > 0 and ref.placement == "separate"
+        # the reference role: a copy on each learner rank, or one actor in a group of its own
+        ref = plan.role("reference")
+        separate = ref is not None and ref.has_workers
         group.start(
             lambda rank: (
                 (rank, n, addr, port, model_path, cfg.model, cfg.learner, cfg.algo),
@@ -198,23 +221,19 @@ class LearnerGroup:
         )
         self.workers = group
         self.reference: WorkerGroup[ReferenceWorker] | None = None
-        if separate:
-            self.reference = WorkerGroup(
-                "reference",
+        if ref is not None and separate:
+            device = "cuda" if ref.gpus > 0 else "cpu"
+            self.reference = WorkerGroup.from_plan(
+                ref,
                 ReferenceWorker,
-                1,
                 args=lambda rank: (
                     (model_path, cfg.model),
                     {
                         "temperature": cfg.rollout.temperature,
                         "micro_batch_size": cfg.learner.micro_batch_size,
-                        "device": "cuda" if ref.gpus > 0 else "cpu",
+                        "device": device,
                     },
                 ),
-                num_cpus=ref.cpus,
-                num_gpus=ref.gpus,
-                resources=ref.resources,
-                strategy=ref.strategy,
                 max_restarts=cfg.cluster.max_restarts,  # stateless: a restarted copy is the same
             )
             self.reference.call_each_retrying(ReferenceWorker.ready, [()])
@@ -329,20 +348,26 @@ class RewardGroup:
         base_dir: str | None = None,
         judge_model_path: str | None = None,
         max_restarts: int | None = None,
+        plan: Plan | None = None,
     ):
         r = cfg.reward
+        plan = plan or plan_run(cfg)
+        # the judge engine actor, in the placement group the plan gives the judge role
         self.judge: Any = None
+        self.judge_group: WorkerGroup[Any] | None = None
         if r.judge is not None:
             from actors.judge import JudgeWorker
 
-            self.judge = create_named(
-                ray.remote(JudgeWorker),
-                {"num_cpus": r.judge.num_cpus, "num_gpus": r.judge.num_gpus},
-                "judge-0",
-                (judge_model_path or r.judge.model, r.judge),
-                {"seed": cfg.seed},
+            judge, judge_path = r.judge, judge_model_path or r.judge.model
+            self.judge_group = WorkerGroup.from_plan(
+                planned(plan, "judge"), JudgeWorker, args=lambda rank: ((judge_path, judge), {"seed": cfg.seed})
             )
-            ray.get(self.judge.ready.remote())
+            try:
+                self.judge_group.call(JudgeWorker.ready)
+            except BaseException:
+                self.judge_group.shutdown()
+                raise
+            self.judge = self.judge_group.actors[0]
         options = dict(
             plugins=list(cfg.plugins),
             base_dir=base_dir,
@@ -352,15 +377,10 @@ class RewardGroup:
             judge=self.judge,
             sandbox=r.sandbox.model_dump(),
         )
-        self.workers: WorkerGroup[RewardWorker] = WorkerGroup(
-            "reward",
+        self.workers: WorkerGroup[RewardWorker] = WorkerGroup.from_plan(
+            planned(plan, "reward"),
             RewardWorker,
-            r.num_workers,
             args=lambda rank: ((list(functions),), options),
-            num_cpus=cfg.cluster.reward.cpus,
-            num_gpus=cfg.cluster.reward.gpus,
-            resources=cfg.cluster.reward.resources,
-            strategy=cfg.cluster.reward.strategy,
             max_restarts=_max_restarts(cfg, max_restarts),
         )
         self.keys = self.workers.call_each_retrying(RewardWorker.ready, [()] * self.workers.n)[0]
@@ -391,8 +411,8 @@ class RewardGroup:
         try:
             self.workers.close_and_shutdown(RewardWorker.close)
         finally:
-            if self.judge is not None:
-                ray.kill(self.judge)
+            if self.judge_group is not None:
+                self.judge_group.shutdown()
 
 
 def to_sample(rollout: Rollout, max_new_tokens: int) -> Sample:

@@ -51,7 +51,11 @@ class Node:
 @dataclass(frozen=True)
 class RolePlan:
     """The workers of one role: ``count`` of them, each reserving ``bundle``, in the placement group
-    ``group`` placed with ``strategy``. Colocated roles share the group (and its bundles)."""
+    ``group`` placed with ``strategy``. Colocated roles share the group (and its bundles); each of
+    their workers then asks for ``worker`` out of its shared bundle (its share of the bundle's GPUs).
+    A role in another role's group with neither a bundle nor a ``worker`` has no workers of its own
+    (the reference copy on the learner ranks). The runtime builds every role's workers from this
+    record (``actors.group.WorkerGroup.from_plan``)."""
 
     role: str
     count: int
@@ -59,6 +63,22 @@ class RolePlan:
     strategy: str
     group: str
     note: str = ""
+    worker: Mapping[str, float] | None = None
+
+    @property
+    def reserves(self) -> Mapping[str, float]:
+        """What each worker of the role asks Ray for: ``worker`` when set, else its ``bundle``."""
+        return self.bundle if self.worker is None else self.worker
+
+    @property
+    def has_workers(self) -> bool:
+        """False for a role that lives inside another role's workers (the reference on the learner ranks)."""
+        return self.group == self.role or bool(self.bundle) or self.worker is not None
+
+    @property
+    def gpus(self) -> float:
+        """The GPUs each worker reserves (0: it runs on CPU)."""
+        return float(self.reserves.get("GPU", 0.0))
 
 
 @dataclass(frozen=True)
@@ -87,6 +107,16 @@ class Plan:
     def role(self, name: str) -> RolePlan | None:
         return next((r for r in self.roles if r.role == name), None)
 
+    def group(self, name: str) -> GroupPlan | None:
+        return next((g for g in self.groups if g.name == name), None)
+
+    def shares_group(self, role: str) -> bool:
+        """Whether ``role``'s workers live in bundles of a placement group that another role's
+        workers live in too (``cluster.colocate``): the group is reserved once, for both."""
+        r = self.role(role)
+        return (r is not None and r.has_workers
+                and any(o.role != role and o.group == r.group and o.has_workers for o in self.roles))
+
 
 @dataclass(frozen=True)
 class Placement:
@@ -114,12 +144,15 @@ def plan_run(cfg: RunConfig) -> Plan:
 
     learner_bundle = _bundle(c.learner.cpus, c.learner.gpus, c.learner.resources)
     if c.colocate:
-        # rollout worker i lives in learner rank i's bundle and shares its GPUs
+        # rollout worker i lives in learner rank i's bundle and shares its GPUs: each asks for half
         roll_each = _bundle(c.rollout.cpus, 0, c.rollout.resources)
         shared = [_merge(learner_bundle, roll_each) if i < n_roll else dict(learner_bundle) for i in range(n_learn)]
+        half = c.learner.gpus / 2
         roles.append(RolePlan("rollout", n_roll, roll_each, c.learner.strategy, "learner",
-                              note="colocated: shares learner ranks' GPUs"))
-        roles.append(RolePlan("learner", n_learn, learner_bundle, c.learner.strategy, "learner"))
+                              note="colocated: shares learner ranks' GPUs",
+                              worker=_bundle(c.rollout.cpus, half, c.rollout.resources)))
+        roles.append(RolePlan("learner", n_learn, learner_bundle, c.learner.strategy, "learner",
+                              worker=_bundle(c.learner.cpus, half, c.learner.resources)))
         groups.append(GroupPlan("learner", c.learner.strategy, tuple(shared)))
     else:
         roll = _bundle(c.rollout.cpus, c.rollout.gpus * tp, c.rollout.resources)

@@ -38,19 +38,23 @@ class ActorJudge:
         return ray.get(self.actor.generate.remote(prompts, **kwargs))
 
 
-@pytest.fixture(scope="module")
-def judged_group(ray_session, tiny_model_dir):
-    """A run's reward group with ``reward.judge`` set: it starts the judge engine actor, and its
-    reward workers serve the judge rewards' ``judge.generate`` calls from their isolated processes."""
-    from actors.runtime import RewardGroup
-
-    cfg = load_config(
+def _judged_config(tiny_model_dir):
+    return load_config(
         overrides=[
             f"reward.judge.model={tiny_model_dir}",
             "reward.functions=[{name: llm_judge}, {name: rubric, weight: 0.5}]",
             "cluster.reward.cpus=0.5",
         ]
     )
+
+
+@pytest.fixture(scope="module")
+def judged_group(ray_session, tiny_model_dir):
+    """A run's reward group with ``reward.judge`` set: it starts the judge engine actor, and its
+    reward workers serve the judge rewards' ``judge.generate`` calls from their isolated processes."""
+    from actors.runtime import RewardGroup
+
+    cfg = _judged_config(tiny_model_dir)
     group = RewardGroup(cfg, list(cfg.reward.functions))
     yield group
     group.shutdown()
@@ -60,6 +64,18 @@ def judged_group(ray_session, tiny_model_dir):
 def judge_actor(judged_group):
     assert isinstance(judged_group.judge, ray.actor.ActorHandle)
     return judged_group.judge
+
+
+def test_the_judge_engine_runs_in_the_placement_group_the_plan_gives_it(judged_group, tiny_model_dir):
+    from rlft.placement import plan_run
+
+    planned = plan_run(_judged_config(tiny_model_dir)).group("judge")
+    pg = judged_group.judge_group.placement_group
+    table = ray.util.placement_group_table(pg)
+    assert list(table["bundles"].values()) == [dict(b) for b in planned.bundles] == [{"CPU": 1.0}]
+    assert table["strategy"] == planned.strategy
+    where = ray.get(judged_group.judge.__ray_call__.remote(lambda _: ray.get_runtime_context().get_placement_group_id()))
+    assert where == pg.id.hex()
 
 
 def test_judge_rewards_run_end_to_end_through_the_reward_workers(judged_group):

@@ -12,6 +12,7 @@ from actors.rollout import RolloutWorker
 from actors.runtime import Colocation, LearnerGroup, RolloutGroup, WeightPush
 from rlft.checkpointing import CheckpointError
 from rlft.config import load_config
+from rlft.placement import plan_run
 from rlft.types import Prompt, SamplingSettings, TrainBatch, TrainSample
 
 
@@ -33,6 +34,25 @@ def test_nodes_reports_where_each_rank_runs(ray_session):
         where = group.nodes()
     node = ray.get_runtime_context().get_node_id()
     assert [w["rank"] for w in where] == [0, 1] and {w["node_id"] for w in where} == {node}
+
+
+def test_a_group_from_the_plan_reserves_the_roles_bundles_and_strategy(ray_session):
+    """``WorkerGroup.from_plan``: the role's count, bundle and strategy are those ``rlft plan`` shows."""
+    plan = plan_run(load_config(overrides=["reward.num_workers=2", "cluster.reward={cpus: 0.25, strategy: SPREAD}"]))
+    role = plan.role("reward")
+    with WorkerGroup.from_plan(role, _Probe) as group:
+        assert group.call(_Probe.ping) == ["pong", "pong"]
+        table = ray.util.placement_group_table(group.placement_group)
+        assert list(table["bundles"].values()) == [dict(b) for b in plan.group("reward").bundles]
+        assert table["strategy"] == "SPREAD"
+
+
+def test_a_colocated_role_needs_the_shared_group_reserved_once(ray_session):
+    cfg = load_config(overrides=["cluster.colocate=true"])
+    with pytest.raises(ValueError, match=r"rollout workers in the shared learner group .*Colocation"):
+        RolloutGroup(cfg, "unused-model-path")
+    with pytest.raises(ValueError, match="needs cluster.colocate"):
+        Colocation(load_config())
 
 
 def _batch(tiny_model_dir) -> TrainBatch:
@@ -116,6 +136,8 @@ def test_colocated_rollout_and_learner_share_bundles_and_still_sync(ray_session,
         rollouts = RolloutGroup(cfg, tiny_model_dir, colocation=colocation)
         learners = LearnerGroup(cfg, tiny_model_dir, total_steps=1, colocation=colocation)
         assert rollouts.workers.placement_group.id == learners.workers.placement_group.id
+        table = ray.util.placement_group_table(colocation.group)  # the plan's shared group, reserved once
+        assert list(table["bundles"].values()) == [dict(b) for b in plan_run(cfg).group("learner").bundles]
         assert rollouts.workers.bundle_indices == learners.workers.bundle_indices == [0]
         assert rollouts.workers.nodes()[0]["node_id"] == learners.workers.nodes()[0]["node_id"]
         push = WeightPush(learners, rollouts)

@@ -59,6 +59,30 @@ def test_colocated_rollout_shares_the_learner_bundles():
     assert p.totals() == {"CPU": 4.0, "GPU": 2.0}  # 2 x 1.5 + 1 reward; the GPUs are shared
 
 
+def test_each_worker_reserves_its_bundle_and_colocated_workers_split_the_shared_gpus():
+    """What the runtime asks Ray for (``RolePlan.reserves``, ``WorkerGroup.from_plan``) comes from
+    the plan: a role's bundle, or for colocated roles each worker's share of the shared bundle."""
+    p = plan_run(_cfg("cluster.colocate=true", "learner.num_ranks=2", "cluster.learner.gpus=1",
+                      "cluster.learner.resources={node_a: 0.1}", "rollout.num_workers=2", "cluster.rollout.cpus=0.5"))
+    assert p.shares_group("rollout") and p.shares_group("learner") and not p.shares_group("reward")
+    rollout, learner = p.role("rollout"), p.role("learner")
+    assert dict(rollout.reserves) == {"CPU": 0.5, "GPU": 0.5} and rollout.gpus == 0.5
+    assert dict(learner.reserves) == {"CPU": 1.0, "GPU": 0.5, "node_a": 0.1}
+    # the two workers of bundle i together take exactly that bundle
+    (bundle, _) = p.group("learner").bundles
+    assert {k: rollout.reserves.get(k, 0) + learner.reserves.get(k, 0) for k in bundle} == dict(bundle)
+
+    plain = plan_run(_cfg("algo.kl.coef=0.1", "critic={num_ranks: 2}", "cluster.critic.gpus=1",
+                          "rollout.group_size=1", "reward.judge={model: builtin:tiny, num_cpus: 2}"))
+    for r in plain.roles:
+        assert r.reserves == r.bundle and not plain.shares_group(r.role)
+    assert plain.role("critic").gpus == 1.0 and plain.role("judge").reserves == {"CPU": 2.0}
+    assert plain.group("judge").bundles == ({"CPU": 2.0},) and plain.group("judge").strategy == "PACK"
+    # the reference copy on the learner ranks has no workers (nor group) of its own
+    reference = plain.role("reference")
+    assert reference.group == "learner" and not reference.has_workers and plain.group("reference") is None
+
+
 def test_colocate_needs_a_learner_rank_per_rollout_worker():
     with pytest.raises(ConfigError, match=r"rollout.num_workers \(2\) must be <= learner.num_ranks \(1\)"):
         _cfg("cluster.colocate=true", "rollout.num_workers=2")
