@@ -34,31 +34,20 @@ Example (in-process, no Ray)::
 
 from __future__ import annotations
 
-import logging
 import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 
+from actors.data_parallel import DataParallelRank, StepTally
+from actors.distributed import DTYPES, load_causal_lm, resolve_device
 from actors.group import WorkerGroup
-from actors.distributed import (
-    DTYPES,
-    all_reduce_gradients,
-    resolve_device,
-    all_reduce,
-    join_process_group,
-    load_causal_lm,
-    on_every_rank,
-)
 from rlft.algorithms.ppo import value_loss
 from rlft.config import CriticConfig, ModelConfig, RunConfig
+from rlft.placement import Plan, plan_run
 from rlft.training import chunks, per_completion_token
 from rlft.types import Collated, TrainBatch, TrainSample, collate
-
-logger = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "critic"
 WEIGHTS_FILE = "value_model.pt"
@@ -93,8 +82,11 @@ class ValueModel(torch.nn.Module):
         return self.head(self.hidden(input_ids, attention_mask)[:, :-1].float()).squeeze(-1)
 
 
-class CriticWorker:
-    """One data-parallel critic rank: the value model (a full fp32 replica), AdamW, the train step."""
+class CriticWorker(DataParallelRank):
+    """One data-parallel critic rank: the value model (a full fp32 replica), AdamW, the train step
+    (the group, reductions, optimizer step and checkpoint agreement: ``DataParallelRank``)."""
+
+    role = "critic"
 
     def __init__(
         self,
@@ -109,15 +101,12 @@ class CriticWorker:
         seed: int = 0,
         device: str = "auto",
     ) -> None:
-        self.rank, self.world_size, self.cfg = rank, world_size, critic_cfg
+        self.cfg = critic_cfg
         if device == "cuda" and not torch.cuda.is_available():
             raise RuntimeError(
                 "the critic runs on 'cuda' but this rank sees no GPU; reserve GPUs with cluster.critic.gpus"
             )
-        self.device = resolve_device(device)
-        torch.manual_seed(seed)
-        if world_size > 1:
-            join_process_group(self.device, rank, world_size, master_addr, master_port)
+        self._join(rank, world_size, resolve_device(device), master_addr, master_port, seed=seed)
         lm = load_causal_lm(model_path, model_cfg, torch.float32)
         self.pad_id = lm.config.pad_token_id or 0
         self.model = ValueModel(lm).to(self.device)
@@ -129,7 +118,6 @@ class CriticWorker:
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(self.params, lr=critic_cfg.lr, weight_decay=critic_cfg.weight_decay)
         self.steps = 0  # optimizer steps taken (skipped ones included)
-        self.skipped_total = 0
 
     def ready(self) -> bool:
         return True
@@ -169,7 +157,7 @@ class CriticWorker:
         micros = [_to_device(collate([samples[i] for i in idx], self.pad_id), self.device)
                   for idx in chunks(range(len(samples)), cfg.micro_batch_size)]
         local_tokens = sum(float(m.mask.sum()) for m in micros)
-        tokens = float(self._all_reduce(torch.tensor([local_tokens], dtype=torch.float64)).item())
+        tokens = float(self._global_sums([local_tokens]).item())
         if tokens == 0:  # nothing to learn anywhere; no step (Adam's momentum would still move)
             return {"value_loss": 0.0, "value_clip_fraction": 0.0, "values_mean": 0.0, "returns_mean": 0.0,
                     "grad_norm": 0.0, "lr": cfg.lr, "tokens": 0.0, "skipped_steps": 0.0}
@@ -177,7 +165,7 @@ class CriticWorker:
 
         names = ["loss", "clipped", "values", "returns", "returns_sq", "error", "error_sq"]
         acc = {k: torch.zeros((), dtype=torch.float64, device=self.device) for k in names}
-        grad_norms, skipped = [], 0
+        tally = StepTally()
         for epoch in range(cfg.epochs):
             bad = torch.zeros((), dtype=torch.bool, device=self.device)
             for m in micros:
@@ -197,21 +185,19 @@ class CriticWorker:
                     acc["returns_sq"] += (r * r * m.mask).sum()
                     acc["error"] += ((r - v) * m.mask).sum()
                     acc["error_sq"] += ((r - v) ** 2 * m.mask).sum()
-            norm, was_skipped = self._optimizer_step(bad)
-            grad_norms.append(norm)
-            skipped += was_skipped
-        self.skipped_total += skipped
-        s = dict(zip(names, self._all_reduce(torch.stack([acc[k] for k in names])).tolist()))
+            self._optimizer_step(bad, tally, max_grad_norm=cfg.max_grad_norm, at=f"step {self.steps}")
+            self.steps += 1
+        s = self._reduce_sums(acc)
         passes = denom * cfg.epochs
         metrics = {
             "value_loss": s["loss"] / passes,
             "value_clip_fraction": s["clipped"] / passes,
             "values_mean": s["values"] / denom,
             "returns_mean": s["returns"] / denom,
-            "grad_norm": sum(grad_norms) / len(grad_norms),
+            "grad_norm": tally.mean_grad_norm,
             "lr": cfg.lr,
             "tokens": tokens,
-            "skipped_steps": float(skipped),
+            "skipped_steps": float(tally.skipped),
         }
         var_returns = s["returns_sq"] - s["returns"] ** 2 / denom  # (n-1) Var; it cancels in the ratio
         if tokens >= 2 and var_returns > 0:  # as rlft.algorithms.ppo.explained_variance
@@ -225,29 +211,6 @@ class CriticWorker:
         with torch.autocast(device_type=self.device.type, dtype=self._compute_dtype):
             hidden = self.model.hidden(ids, attention)
         return self.model.head(hidden[:, :-1].float()).squeeze(-1)  # the head in fp32
-
-    def _optimizer_step(self, loss_nonfinite: torch.Tensor) -> tuple[float, bool]:
-        """Reduce gradients, clip, step; skipped on every rank if any rank saw a non-finite loss or
-        the global gradient norm is not finite (weights and AdamW state stay as they were)."""
-        if self.world_size > 1:
-            all_reduce_gradients(self.params)
-        grads = [p.grad for p in self.params if p.grad is not None]
-        norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=self.device)
-        flag = (loss_nonfinite | ~torch.isfinite(norm)).to(torch.float32).reshape(1)
-        skip = bool(self._all_reduce(flag, op=dist.ReduceOp.MAX).item())
-        if skip:
-            logger.warning("critic rank %d: non-finite loss or gradient (norm %s) at step %d; optimizer step skipped",
-                           self.rank, float(norm), self.steps)
-        else:
-            if self.cfg.max_grad_norm is not None:
-                torch.nn.utils.clip_grads_with_norm_(self.params, self.cfg.max_grad_norm, norm)
-            self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        self.steps += 1
-        return float(norm), skip
-
-    def _all_reduce(self, t: torch.Tensor, op: Any = None) -> torch.Tensor:
-        return t if self.world_size == 1 else all_reduce(t, self.device, op)
 
     # ------------------------------------------------------------------------------------------
     # Checkpoints
@@ -287,36 +250,23 @@ class CriticWorker:
         self.optimizer.load_state_dict(state["optimizer"])
         self.steps, self.skipped_total = state["steps"], state["skipped_total"]
 
-    def _on_every_rank(self, write: Callable[[], None]) -> None:
-        on_every_rank(write, self.device, "critic")
-
-    def close(self) -> None:
-        """Leave the process group (before the actor is killed, so peers do not wait on it)."""
-        if dist.is_initialized():
-            dist.destroy_process_group()
-
 
 class CriticGroup:
-    """The critic ranks of a run (``cfg.critic.num_ranks`` CriticWorkers, ``cluster.critic``
-    resources), one torch.distributed group; batches are sharded across ranks like the learner's."""
+    """The critic ranks of a run (``cfg.critic.num_ranks`` CriticWorkers placed as the plan's critic
+    role, from ``cluster.critic``), one torch.distributed group; batches are sharded across ranks
+    like the learner's."""
 
-    def __init__(self, cfg: RunConfig, model_path: str):
+    def __init__(self, cfg: RunConfig, model_path: str, *, plan: Plan | None = None):
         if cfg.critic is None:
             raise ValueError("CriticGroup needs a critic config (cfg.critic is None)")
-        critic, res, n = cfg.critic, cfg.cluster.critic, cfg.critic.num_ranks
-        group: WorkerGroup[CriticWorker] = WorkerGroup(
-            "critic",
-            CriticWorker,
-            n,
-            num_cpus=res.cpus,
-            num_gpus=res.gpus,
-            resources=res.resources,
-            strategy=res.strategy,
-            start=False,
-        )
+        critic = cfg.critic
+        role = (plan or plan_run(cfg)).role("critic")
+        assert role is not None  # planned whenever cfg.critic is set
+        n = role.count
+        group: WorkerGroup[CriticWorker] = WorkerGroup.from_plan(role, CriticWorker, start=False)
         addr, port = group.rendezvous()  # rank 0's node hosts the torch.distributed rendezvous
         path = critic.model_path or model_path
-        device = "cuda" if res.gpus > 0 else "cpu"
+        device = "cuda" if role.gpus > 0 else "cpu"
         group.start(lambda rank: ((rank, n, addr, port, path, cfg.model, critic), {"seed": cfg.seed, "device": device}))
         self.workers, self.n = group, n
         try:

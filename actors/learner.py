@@ -30,16 +30,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from actors.distributed import (
-    DTYPES,
-    all_reduce,
-    all_reduce_gradients,
-    fsdp2_shard,
-    join_process_group,
-    load_causal_lm,
-    on_every_rank,
-    resolve_device,
-)
+from actors.data_parallel import DataParallelRank, StepTally
+from actors.distributed import DTYPES, fsdp2_shard, load_causal_lm, resolve_device
 from rlft.algorithms import KL_ESTIMATORS
 from rlft.config import AlgoConfig, LearnerConfig, ModelConfig
 from rlft.training import (
@@ -83,8 +75,11 @@ class _Micro:
         self.policy_versions = None if versions is None else versions.to(device)
 
 
-class LearnerWorker:
-    """One data-parallel rank: model, optional frozen reference, AdamW, and the train step."""
+class LearnerWorker(DataParallelRank):
+    """One data-parallel rank: model, optional frozen reference, AdamW, and the train step (the
+    group, reductions, optimizer step and checkpoint agreement: ``DataParallelRank``)."""
+
+    role = "learner"
 
     def __init__(
         self,
@@ -104,19 +99,16 @@ class LearnerWorker:
         fsdp: bool | None = None,
         reference_model: bool = True,
     ) -> None:
-        self.rank, self.world_size = rank, world_size
         self.cfg, self.algo = learner_cfg, algo_cfg
         # Greedy rollouts (temperature 0) have no sampling distribution to match; score them at 1.
         self.temperature = temperature if temperature > 0 else 1.0
         self.max_len, self.total_steps = max_len, total_steps
         self.serving_dtype = DTYPES[model_cfg.dtype]
-        self.device = resolve_device(learner_cfg.device)
+        device = resolve_device(learner_cfg.device)
         # FSDP2 is the GPU path; ``fsdp=True`` also shards on CPU (gloo), which is how the tests
         # exercise the sharded code on machines without a GPU.
-        self.sharded = self.device.type == "cuda" if fsdp is None else fsdp
-        torch.manual_seed(seed)
-        if world_size > 1 or self.sharded:  # FSDP needs a process group even for one rank
-            join_process_group(self.device, rank, world_size, master_addr, master_port)
+        sharded = device.type == "cuda" if fsdp is None else fsdp
+        self._join(rank, world_size, device, master_addr, master_port, seed=seed, sharded=sharded)
         # Under FSDP the master weights stay fp32 and compute runs in the model dtype (mixed
         # precision); on CPU the replica simply lives in the configured dtype.
         self._load_dtype = torch.float32 if self.sharded else self.serving_dtype
@@ -146,7 +138,6 @@ class LearnerWorker:
         )
         self.loss_metric_names = loss_metric_names(self.objective)
         self.version = 0
-        self.skipped_total = 0
 
     # ------------------------------------------------------------------------------------------
     # The train step
@@ -181,7 +172,7 @@ class LearnerWorker:
         local = [[sum(float(m.mask.sum()) for m in mb), sum(counted_sequences(m.mask) for m in mb)]
                  for mb in plan]
         # [mini_batches, 2]: tokens and sequences of each global mini-batch (the loss normalisers)
-        counts = self._all_reduce(torch.tensor(local, dtype=torch.float64))
+        counts = self._global_sums(local)
         # seq-mean-token-sum-norm divides by a constant length; without a configured one, the longest
         # completion of the global batch (the same on every rank, whatever the split)
         longest = max((len(s.completion_ids) for s in shard.samples), default=1)
@@ -192,19 +183,16 @@ class LearnerWorker:
         names = ["loss", "policy_loss", "kl_loss", "entropy", "kl", "token_passes", *_STALENESS_SUMS, *metric_names]
         acc = {k: torch.zeros((), dtype=torch.float64, device=self.device) for k in names}
         acc.update({k: torch.full((), v, dtype=torch.float64, device=self.device) for k, v in _STALENESS_MAX.items()})
-        grad_norms, skipped = [], 0
+        tally = StepTally()
         for epoch in range(cfg.ppo_epochs):
             for k, micros in enumerate(plan):
                 norms = dict(zip(("global_tokens", "global_seqs"), counts[k].tolist()), max_len=max_len)
                 bad = torch.zeros((), dtype=torch.bool, device=self.device)
                 for m in micros:
                     bad |= ~torch.isfinite(self._backward(objective, m, norms, acc, first_pass=epoch == 0))
-                norm, was_skipped = self._optimizer_step(bad)
-                grad_norms.append(norm)
-                skipped += was_skipped
+                self._optimizer_step(bad, tally, max_grad_norm=cfg.max_grad_norm, at=f"version {self.version}")
         self.version += 1
-        self.skipped_total += skipped
-        return self._metrics(acc, counts, grad_norms, skipped, lr, metric_names)
+        return self._metrics(acc, counts, tally, lr, metric_names)
 
     def _backward(
         self, objective: Objective, m: _Micro, norms: dict[str, Any], acc: dict[str, torch.Tensor], first_pass: bool
@@ -274,47 +262,16 @@ class LearnerWorker:
     def _logprobs(self, model: torch.nn.Module, m: _Micro) -> torch.Tensor:
         return token_logprobs(self._logits(model, m), m.input_ids, self.temperature)
 
-    def _optimizer_step(self, loss_nonfinite: torch.Tensor) -> tuple[float, bool]:
-        """Reduce gradients, clip, step; skip the step on every rank if any rank saw a non-finite
-        loss or the global gradient norm is not finite (the weights and AdamW state stay as they were)."""
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        if not self.sharded and self.world_size > 1:
-            all_reduce_gradients(params)
-        grads = [p.grad for p in params if p.grad is not None]
-        norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=self.device)
-        if hasattr(norm, "full_tensor"):  # FSDP: a DTensor holding per-shard partial norms
-            norm = norm.full_tensor()
-        flag = (loss_nonfinite | ~torch.isfinite(norm)).to(torch.float32).reshape(1)
-        skip = bool(self._all_reduce(flag, op=dist.ReduceOp.MAX).item())
-        if skip:
-            logger.warning(
-                "learner rank %d: non-finite loss or gradient (norm %s) at version %d; optimizer step skipped",
-                self.rank, float(norm), self.version,
-            )
-        else:
-            if self.cfg.max_grad_norm is not None:
-                torch.nn.utils.clip_grads_with_norm_(params, self.cfg.max_grad_norm, norm)
-            self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        return float(norm), skip
-
     def _metrics(
-        self,
-        acc: dict[str, torch.Tensor],
-        counts: torch.Tensor,
-        grad_norms: list[float],
-        skipped: int,
-        lr: float,
-        metric_names: list[str],
+        self, acc: dict[str, torch.Tensor], counts: torch.Tensor, tally: StepTally, lr: float, metric_names: list[str]
     ) -> dict[str, float]:
         """Global metrics: sums over ranks, token-weighted means for per-token quantities, means
         over optimizer steps for losses and gradient norms."""
         # the same tensors in the same order on every rank, whether or not it saw such tokens
         peaks = torch.stack([acc.pop(k) for k in _STALENESS_MAX])
         peak = dict(zip(_STALENESS_MAX, self._all_reduce(peaks, op=dist.ReduceOp.MAX).tolist()))
-        names = list(acc)
-        s = dict(zip(names, self._all_reduce(torch.stack([acc[k] for k in names])).tolist()))
-        steps = len(grad_norms)
+        s = self._reduce_sums(acc)
+        steps = tally.steps
         passes = max(s["token_passes"], 1.0)
         metrics = {
             # each optimizer step's loss is the global mini-batch loss; average over steps
@@ -322,12 +279,12 @@ class LearnerWorker:
             "policy_loss": s["policy_loss"] / steps,
             "entropy": s["entropy"] / passes,
             **{name: s[name] / passes for name in metric_names},
-            "grad_norm": sum(grad_norms) / steps,
+            "grad_norm": sum(tally.grad_norms) / steps,
             "lr": lr,
             "tokens": float(counts[:, 0].sum()),
             "sequences": float(counts[:, 1].sum()),
             "optimizer_steps": float(steps),
-            "skipped_steps": float(skipped),
+            "skipped_steps": float(tally.skipped),
             "skipped_steps_total": float(self.skipped_total),
             "version": float(self.version),
         }
@@ -340,9 +297,6 @@ class LearnerWorker:
                 metrics[f"{prefix}_mean"] = s[f"{key}_sum"] / s[f"{key}_tokens"]
                 metrics[f"{prefix}_max"] = peak[f"{key}_max"]
         return metrics
-
-    def _all_reduce(self, t: torch.Tensor, op: Any = None) -> torch.Tensor:
-        return all_reduce(t, self.device, op)
 
     # ------------------------------------------------------------------------------------------
     # Weights, evaluation, checkpoints
@@ -431,9 +385,6 @@ class LearnerWorker:
 
         self._on_every_rank(write)
         return path
-
-    def _on_every_rank(self, write: Any) -> None:
-        on_every_rank(write, self.device, "learner")
 
     def save_checkpoint(self, path: str, *, weights_only: bool = False) -> str:
         """``save_pretrained`` plus, unless ``weights_only``, this rank's training state in
@@ -524,8 +475,3 @@ class LearnerWorker:
     def sees(self, path: str) -> bool:
         """Whether ``path`` exists on this rank's node (the run directory must, for checkpoints)."""
         return Path(path).exists()
-
-    def close(self) -> None:
-        """Leave the process group (before the actor is killed, so peers do not wait on it)."""
-        if dist.is_initialized():
-            dist.destroy_process_group()

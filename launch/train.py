@@ -342,24 +342,27 @@ def _run_on_ray(
         from launch.ray_session import alive_nodes, check_run_fits
 
         check_run_fits(cfg, alive_nodes(), "the cluster at " + address if address else "this machine's Ray")
-        colocation = Colocation(cfg) if cfg.cluster.colocate else None
+        from rlft.placement import plan_run
+
+        plan = plan_run(cfg)  # every group is placed from this one plan (what rlft plan prints)
+        colocation = Colocation(cfg, plan) if plan.shares_group("rollout") else None
         if colocation is not None:
             groups.append(colocation)
         asynchronous = cfg.rollout.max_staleness > 0
         abort = asynchronous and cfg.rollout.inflight_updates == "abort"
-        rollouts = RolloutGroup(cfg, prepared.model_path, colocation=colocation, abortable=abort)
+        rollouts = RolloutGroup(cfg, prepared.model_path, plan=plan, colocation=colocation, abortable=abort)
         groups.append(rollouts)
         # the roles in rlft.placement's order (rlft plan simulates them in this order)
         total = sum(s.steps for s in cfg.stages)
-        learners = LearnerGroup(cfg, prepared.model_path, total_steps=total, colocation=colocation)
+        learners = LearnerGroup(cfg, prepared.model_path, total_steps=total, plan=plan, colocation=colocation)
         groups.append(learners)
         critic = None
         if cfg.critic is not None:
             from actors.critic import CriticGroup
 
-            critic = CriticGroup(cfg, prepared.model_path)
+            critic = CriticGroup(cfg, prepared.model_path, plan=plan)
             groups.append(critic)
-        scorer = RewardGroup(cfg, prepared.rewards, judge_model_path=prepared.judge_model_path)
+        scorer = RewardGroup(cfg, prepared.rewards, judge_model_path=prepared.judge_model_path, plan=plan)
         groups.append(scorer)
         learners.check_sees(str((run_dir / "config.yaml").resolve()))
         write_placement(run_dir, {"rollout": rollouts.workers, "learner": learners.workers,
