@@ -25,6 +25,7 @@ from rlft.config import RewardFunctionConfig, RunConfig, save_config
 from rlft.data import load_records, prepare_prompts
 from rlft.data.context import model_context
 from rlft.data.loading import BUILTIN_PREFIX, DataError, Record
+from rlft.compose import build_driver
 from rlft.driver import Driver, RunSummary
 from rlft.tasks import get_task
 from rlft.types import Prompt, TrainSample
@@ -375,7 +376,7 @@ def _run_on_ray(
 
             stream = StreamingRollouts(rollouts, scorer)
             weights = AbortThenPush(weights, stream) if abort else weights
-        driver = Driver(
+        driver = build_driver(
             cfg,
             engine=rollouts,
             scorer=scorer,
@@ -393,8 +394,8 @@ def _run_on_ray(
         stop.driver = driver
         if resume_from is not None:
             driver.restore(resume_from)
-            print(f"rlft: resumed from {resume_from} (step {driver.step}, policy version {driver.version})",
-                  flush=True)
+            s = driver.state
+            print(f"rlft: resumed from {resume_from} (step {s.step}, policy version {s.version})", flush=True)
         summary = driver.run()
         (run_dir / "summary.json").write_text(json.dumps(_summary_dict(summary), indent=2))
         return summary
