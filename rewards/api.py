@@ -30,7 +30,9 @@ Functions written for TRL (``reward(completions, **kwargs) -> list[float]``) or 
 
 The pieces live below this module so that reward modules can import them without importing the
 built-in rewards: ``rewards.spec`` (``RewardSpec``, ``RewardResult``, ``RewardError``, ``as_score``)
-and ``rewards.registry`` (``REWARDS``, ``@reward``, ``inspect_reward``, ``check_params``).
+and ``rewards.registry`` (``REWARDS``, ``@reward``, ``inspect_reward``, ``check_params``). ``REWARDS`` is
+a ``Registry`` like every plug-in point's (``names()``, ``in``, ``unregister``, ``validate_params``),
+holding each reward's ``RewardSpec``.
 
 A reward returns a float (ints and bools are accepted) or a ``RewardResult(score, info)`` whose
 numeric ``info`` values are logged as means per step. Anything else, a non-finite value, an
@@ -43,34 +45,34 @@ never scored 0.
 >>> spec = get_reward("doc_len")
 >>> spec.batched, spec.accepts_fields, sorted(spec.keywords)
 (True, frozenset({'scale'}), ['scale'])
->>> _ = REWARDS.pop("doc_len")
+>>> REWARDS.validate_params("doc_len", {"scael": 2.0})
+Traceback (most recent call last):
+...
+rewards.spec.RewardError: unknown parameter 'scael' for reward 'doc_len' (did you mean 'scale'?); valid parameters: scale
+>>> _ = REWARDS.unregister("doc_len")
 """
 
 from __future__ import annotations
 
-from rewards.registry import REWARDS, batched, check_params, inspect_reward, reward
+from rewards.registry import REWARDS, RewardNameError, RewardRegistry, batched, check_params, inspect_reward, reward
 from rewards.spec import RUNTIME_FIELDS, RewardError, RewardResult, RewardSpec, as_score
-from rlft.algorithms.registry import did_you_mean
 
 __all__ = [
-    "REWARDS", "RUNTIME_FIELDS", "RewardError", "RewardResult", "RewardSpec", "as_score", "batched",
-    "check_params", "get_reward", "inspect_reward", "reward", "reward_names",
+    "REWARDS", "RUNTIME_FIELDS", "RewardError", "RewardNameError", "RewardRegistry", "RewardResult", "RewardSpec",
+    "as_score", "batched", "check_params", "get_reward", "inspect_reward", "reward", "reward_names",
 ]  # fmt: skip
 
 
 def get_reward(name: str) -> RewardSpec:
-    """The registered reward ``name``; an unknown name lists the registered ones."""
+    """The registered reward ``name`` (the built-ins loaded first); an unknown name lists the
+    registered ones (``RewardNameError``, a ``RewardError``)."""
     _load_builtins()
-    try:
-        return REWARDS[name]
-    except KeyError:
-        did = did_you_mean(name, sorted(REWARDS))
-        raise RewardError(f"unknown reward '{name}'{did}; registered rewards: {', '.join(sorted(REWARDS))}") from None
+    return REWARDS.get(name)
 
 
 def reward_names() -> list[str]:
     _load_builtins()
-    return sorted(REWARDS)
+    return REWARDS.names()
 
 
 def _load_builtins() -> None:

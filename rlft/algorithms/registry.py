@@ -95,6 +95,23 @@ class Registry(Generic[F]):
         del self._fns[name], self._param_models[name], self._meta[name]
         return fn
 
+    def snapshot(self) -> tuple[dict[str, Any], ...]:
+        """Every entry as it is now, for ``restore`` (a test or notebook that registers freely)."""
+        return dict(self._fns), dict(self._param_models), {n: dict(m) for n, m in self._meta.items()}
+
+    def restore(self, snapshot: tuple[dict[str, Any], ...]) -> None:
+        """Put back the entries of a ``snapshot``: names registered since go, names removed return.
+
+        >>> reg = Registry("thing")
+        >>> before = reg.snapshot()
+        >>> _ = reg.register("a")(lambda x: x)
+        >>> reg.restore(before); reg.names()
+        []
+        """
+        fns, models, meta = snapshot
+        self._fns, self._param_models = dict(fns), dict(models)
+        self._meta = {n: dict(m) for n, m in meta.items()}
+
     def get(self, name: str) -> F:
         """The function registered as ``name``; an unknown name lists the valid ones."""
         try:
@@ -152,7 +169,7 @@ class Registry(Generic[F]):
         return len(self._fns)
 
     def __repr__(self) -> str:
-        return f"Registry({self.kind!r}, {self.names()})"
+        return f"{type(self).__name__}({self.kind!r}, {self.names()})"
 
 
 def _keyword_only(fn: Callable[..., Any]) -> dict[str, inspect.Parameter]:

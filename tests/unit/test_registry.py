@@ -98,3 +98,29 @@ def test_built_in_tasks_and_weight_syncs_are_registries():
     assert isinstance(WEIGHT_SYNCS, Registry) and {"shm", "object_store"} <= set(WEIGHT_SYNCS)
     with pytest.raises(RegistryError, match=r"unknown weight sync backend 'shmm' \(did you mean 'shm'\?\)"):
         WEIGHT_SYNCS.get("shmm")
+
+
+def test_rewards_are_a_registry_too():
+    from rewards.api import REWARDS, RewardError, reward_names
+
+    reward_names()  # loads the built-ins
+    assert isinstance(REWARDS, Registry) and "exact_match" in REWARDS
+    with pytest.raises(RegistryError, match=r"unknown reward 'exact_mach' \(did you mean 'exact_match'\?\)") as err:
+        REWARDS.get("exact_mach")
+    assert isinstance(err.value, RewardError)
+
+
+def test_snapshot_and_restore():
+    reg: Registry = Registry("thing")
+
+    @reg.register("a", tag=1)
+    def a(x, *, k: int = 0):
+        return x
+
+    before = reg.snapshot()
+    reg.unregister("a")
+    reg.register("b")(lambda x: x)
+    reg.restore(before)
+    assert reg.names() == ["a"] and reg.get("a") is a and reg.meta("a") == {"tag": 1}
+    assert reg.validate_params("a", {"k": "2"}) == {"k": 2}
+

@@ -19,6 +19,7 @@ import pytest
 from rewards.api import (
     REWARDS,
     RewardError,
+    RewardRegistry,
     RewardResult,
     as_score,
     batched,
@@ -39,10 +40,9 @@ MODULE_PREFIX = "rlft_test_rewards_"
 def restore_rewards():
     """Snapshot the reward registry (with the built-ins loaded) and put it back after the test."""
     reward_names()  # imports rewards.builtin, so the built-ins are part of the snapshot
-    before = dict(REWARDS)
+    before = REWARDS.snapshot()
     yield
-    REWARDS.clear()
-    REWARDS.update(before)
+    REWARDS.restore(before)
 
 
 @pytest.fixture
@@ -198,6 +198,65 @@ def test_package_exports():
 
     assert rewards.reward is reward and rewards.REWARDS is REWARDS and rewards.RewardError is RewardError
     assert issubclass(RewardError, ValueError)
+
+
+def test_rewards_are_a_registry_like_every_plug_in_point():
+    from rlft.algorithms.registry import Registry, RegistryError
+
+    assert isinstance(REWARDS, Registry) and isinstance(REWARDS, RewardRegistry)
+    assert "exact_match" in REWARDS and list(REWARDS) == REWARDS.names() == reward_names()
+    assert REWARDS["exact_match"] is REWARDS.get("exact_match") is get_reward("exact_match")
+    assert REWARDS.params("exact_match").keys() == {"answer", "answer_pattern", "normalize"}
+    assert REWARDS.validate_params("exact_match", {"normalize": "no"}) == {"normalize": "no"}  # not coerced
+    with pytest.raises(RegistryError, match="unknown reward 'exact_mach'"):
+        REWARDS.get("exact_mach")
+    with pytest.raises(RewardError, match="unknown parameter 'normalise'"):
+        REWARDS.validate_params("exact_match", {"normalise": True})
+
+
+def test_registry_register_meta_unregister_and_restore():
+    name = _unique()
+    before = REWARDS.snapshot()
+
+    @REWARDS.register(name, batched=True, timeout_s=3, source="test")
+    def many(prompts, completions, *, judge, rubric="r", **fields):
+        return [0.0] * len(prompts)
+
+    spec = REWARDS.get(name)
+    assert spec.batched and spec.needs_judge and many.__rlft_timeout_s__ == 3.0
+    assert REWARDS.meta(name) == {"source": "test"}
+    assert REWARDS.params(name).keys() == {"rubric"}  # judge is served by the run, not a param
+    assert REWARDS.validate_params(name, {"anything": 1}) == {"anything": 1}  # **fields takes any
+    assert REWARDS.unregister(name) is spec and name not in REWARDS
+    with pytest.raises(RewardError, match=f"unknown reward '{name}'"):
+        REWARDS.unregister(name)
+
+    def again(prompt, completion):
+        return 0.0
+
+    reward(name)(again)
+    REWARDS.restore(before)  # what this module's fixture does after every test
+    assert name not in REWARDS and REWARDS.names() == reward_names()
+
+
+def test_foreign_params_are_read_from_the_users_signature():
+    name = _unique()
+
+    @reward(name)
+    def accuracy(completions, solution, *, scale: float = 1.0, **kwargs):
+        return [scale] * len(completions)
+
+    assert get_reward(name).form == "trl"
+    assert REWARDS.params(name).keys() == {"solution", "scale"}
+
+
+@pytest.mark.parametrize("module", ["rewards.registry", "rewards.api", "rewards.loading"])
+def test_docstring_examples(module):
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    assert result.failed == 0 and result.attempted > 0
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -241,7 +241,8 @@ def test_registered_by_name_keeps_its_timeout_and_may_register_again():
         assert get_reward(name).form == "trl"
         assert load_reward(RewardFunctionConfig(name=name)).timeout_s == 7.0
     finally:
-        REWARDS.pop(name, None)
+        if name in REWARDS:
+            REWARDS.unregister(name)
 
 
 def test_loaded_by_path_with_params(tmp_path):
