@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from actors.data_parallel import DataParallelRank, StepTally
 from actors.distributed import DTYPES, fsdp2_shard, load_causal_lm, resolve_device
 from rlft.algorithms import KL_ESTIMATORS
 from rlft.config import AlgoConfig, LearnerConfig, ModelConfig
+from rlft.plugins import import_plugin
 from rlft.training import (
     SFT_OBJECTIVE,
     Objective,
@@ -98,7 +100,10 @@ class LearnerWorker(DataParallelRank):
         seed: int = 0,
         fsdp: bool | None = None,
         reference_model: bool = True,
+        plugins: Sequence[str] = (),
     ) -> None:
+        for spec in plugins:  # the config's plugins register the losses, KL estimators, weight syncs it names
+            import_plugin(spec)
         self.cfg, self.algo = learner_cfg, algo_cfg
         # Greedy rollouts (temperature 0) have no sampling distribution to match; score them at 1.
         self.temperature = temperature if temperature > 0 else 1.0

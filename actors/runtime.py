@@ -216,6 +216,7 @@ class LearnerGroup:
                     "total_steps": total_steps,
                     "seed": cfg.seed,
                     "reference_model": not separate,
+                    "plugins": list(cfg.plugins),
                 },
             )
         )

@@ -14,6 +14,7 @@ import psutil
 import pytest
 
 RLFT = str(Path(sys.executable).parent / "rlft")
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 SHORT = [
     "stages=[{kind: sft, steps: 3, batch_size: 16}, {kind: rl, steps: 2}]",
     "rollout.prompts_per_step=4",
@@ -45,7 +46,8 @@ def score(prompt, completion, *, answer):
 
 def test_short_train_run_with_a_user_reward_file_writes_the_run_directory(tmp_path):
     """The built-in task scored by a user's reward loaded from a file path (plus a built-in shaping
-    reward), end to end: reward workers on Ray, per-reward metrics in the run's log."""
+    reward) and trained with the README's custom loss from a plugin file, end to end: reward workers
+    and the learner rank on Ray import what the config names, per-reward metrics in the run's log."""
     (tmp_path / "my_rewards.py").write_text(USER_REWARD)
     run_dir = tmp_path / "run"
     rewards = (
@@ -53,9 +55,11 @@ def test_short_train_run_with_a_user_reward_file_writes_the_run_directory(tmp_pa
         "{name: length_penalty, weight: 0.1, params: {cache_tokens: 2}}]"
     )
     monitoring = ["logging.backends=[console, jsonl, tensorboard, wandb]", "logging.sample_every=1"]
+    custom_loss = [f"plugins=[{EXAMPLES / 'custom_loss' / 'my_losses.py'}]",
+                   "algo.loss={name: clipped_reinforce, params: {max_abs_advantage: 1.5}}"]
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path), "WANDB_BASE_URL": "http://127.0.0.1:9"}
     out = subprocess.run(
-        [RLFT, "train", *SHORT, rewards, *monitoring, "--run-dir", str(run_dir)],
+        [RLFT, "train", *SHORT, rewards, *monitoring, *custom_loss, "--run-dir", str(run_dir)],
         capture_output=True, text=True, timeout=900, cwd=tmp_path, env=env,
     )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
@@ -65,6 +69,7 @@ def test_short_train_run_with_a_user_reward_file_writes_the_run_directory(tmp_pa
     assert stages == ["sft1"] * 3 + ["rl1"] * 2  # stages count from 1 per kind
     rl = [r for r in rows if r.get("stage") == "rl1"]
     assert all("reward/mean" in r and "learner/loss" in r and "sync/bytes" in r for r in rl)
+    assert all(0 <= r["learner/adv_clip_fraction"] <= 1 for r in rl)  # the plugin's loss ran in the learner actor
     assert all(r["reward/failed_samples"] == 0 and "reward/length_penalty/mean" in r for r in rl)
     assert all(0 <= r["reward/score/mean"] <= 1 and r["reward/score/info/chars"] > 0 for r in rl)
     assert "rewards: score (weight 1, timeout 5 s), length_penalty (weight 0.1" in out.stdout
