@@ -39,6 +39,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from launch.metric_rows import Row, numeric, reward_names
 from rlft.config import ConfigError, RunConfig, stage_names
+from rlft.roles import ClosingSink, SampleSink
 
 logger = logging.getLogger("rlft")
 
@@ -386,20 +387,20 @@ class SafeSink:
         return self.error is not None
 
     def log(self, step: int, metrics: Mapping[str, Any]) -> None:
-        self._call("log", step, metrics)
+        self._call("log", lambda: self.sink.log(step, metrics))
 
     def log_samples(self, step: int, rows: Sequence[Row]) -> None:
-        self._call("log_samples", step, rows)
+        if isinstance(self.sink, SampleSink):
+            self._call("log_samples", lambda: self.sink.log_samples(step, rows))
 
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
-        close = getattr(self.sink, "close", None)
-        if close is None:
+        if not isinstance(self.sink, ClosingSink):
             return
         try:
-            close()
+            self.sink.close()
         except Exception as err:
             if self.error is None:
                 self._fail("close", err)
@@ -411,14 +412,11 @@ class SafeSink:
             raise AttributeError(name)
         return getattr(self.sink, name)
 
-    def _call(self, method: str, *args: Any) -> None:
+    def _call(self, method: str, call: Callable[[], Any]) -> None:
         if self.error is not None or self._closed:
             return
-        fn = getattr(self.sink, method, None)
-        if fn is None:
-            return
         try:
-            fn(*args)
+            call()
         except Exception as err:
             self._fail(method, err)
 
@@ -442,16 +440,15 @@ class MultiSink:
 
     def log_samples(self, step: int, rows: Sequence[Row]) -> None:
         for sink in self.sinks:
-            fn = getattr(sink, "log_samples", None)
-            if fn is not None:
-                fn(step, rows)
+            if isinstance(sink, SampleSink):
+                sink.log_samples(step, rows)
 
     def close(self) -> None:
         """Close every sink, even when one raises (the first error is raised after the others closed)."""
         first: BaseException | None = None
         for sink in self.sinks:
             try:
-                if hasattr(sink, "close"):
+                if isinstance(sink, ClosingSink):
                     sink.close()
             except Exception as err:
                 first = first or err

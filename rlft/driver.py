@@ -29,13 +29,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 from rlft.batching import reward_metrics, rewards_by_group, sample_rows, version_lag_metrics
 from rlft.builders import BatchBuilder
 from rlft.collect import Collected, Collector, Prompts, SFTExamples, StepInfo
 from rlft.config import RunConfig, StageConfig, stage_names
-from rlft.roles import Learner, MetricsSink, NonFiniteError, RewardFailureError, WeightSync
+from rlft.roles import Learner, MetricsSink, NonFiniteError, RewardFailureError, SampleSink, WeightSync
 from rlft.run_state import RunState, RunSummary
 from rlft.signal_watch import SignalWatch, watches_signal
 from rlft.timing import Phases
@@ -44,13 +44,6 @@ from rlft.types import TrainBatch
 __all__ = ["Driver", "NonFiniteError", "Parts", "RewardFailureError", "RunSummary", "snapshots_reference"]
 
 logger = logging.getLogger(__name__)
-
-
-@runtime_checkable
-class SampleSink(Protocol):
-    """A metrics sink that also takes sample tables (``logging.sample_every``)."""
-
-    def log_samples(self, step: int, rows: list[dict[str, Any]]) -> None: ...
 
 
 def snapshots_reference(cfg: RunConfig, index: int) -> bool:

@@ -13,7 +13,7 @@ production (``actors/runtime.py``). Anything with the methods fits:
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from rlft.types import Prompt, Rollout, SamplingSettings, Scores, TrainBatch
 
@@ -54,3 +54,17 @@ class WeightSync(Protocol):
 
 class MetricsSink(Protocol):
     def log(self, step: int, metrics: dict[str, float | str]) -> None: ...
+
+
+@runtime_checkable
+class SampleSink(Protocol):
+    """A metrics sink that also takes sample tables (``logging.sample_every``)."""
+
+    def log_samples(self, step: int, rows: list[dict[str, Any]]) -> None: ...
+
+
+@runtime_checkable
+class ClosingSink(Protocol):
+    """A metrics sink with something to flush and close at the end of a run."""
+
+    def close(self) -> None: ...
