@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from rlft.builders import BatchBuilder, OutcomeBuilder
 from rlft.collect import Collector, Prompts, SFTExamples, SyncCollector
@@ -91,23 +92,14 @@ def parts(
 def build_driver(
     cfg: RunConfig,
     *,
-    engine: RolloutEngine,
-    scorer: RewardScorer,
-    learner: Learner,
-    weights: WeightSync,
-    train_prompts: Sequence[Prompt],
-    eval_prompts: Sequence[Prompt] = (),
-    sft_examples: Sequence[TrainSample] = (),
     sink: MetricsSink | None = None,
     checkpoint_dir: str | None = None,
     reference_dir: str | None = None,
-    critic: Critic | None = None,
-    stream: GroupStream | None = None,
     clock: Callable[[], float] = time.perf_counter,
+    **roles: Any,
 ) -> Driver:
-    """A driver with the parts ``cfg`` asks for (``parts``). ``reference_dir`` receives the policy
-    snapshots that RL stages after an SFT stage measure their KL against."""
-    chosen = parts(cfg, engine=engine, scorer=scorer, learner=learner, weights=weights, train_prompts=train_prompts,
-                   eval_prompts=eval_prompts, sft_examples=sft_examples, critic=critic, stream=stream, clock=clock)
-    return Driver(cfg, chosen, sink=sink, checkpoint_dir=checkpoint_dir, reference_dir=reference_dir, clock=clock)
-
+    """A driver with the parts ``cfg`` asks for; ``roles`` are ``parts``'s keywords (``engine``,
+    ``scorer``, ``learner``, ``weights``, ``train_prompts``, ...). ``reference_dir`` receives the
+    policy snapshots that RL stages after an SFT stage measure their KL against."""
+    return Driver(cfg, parts(cfg, clock=clock, **roles), sink=sink, checkpoint_dir=checkpoint_dir,
+                  reference_dir=reference_dir, clock=clock)
