@@ -22,6 +22,9 @@ from pathlib import Path
 import pytest
 
 import rlft.algorithms as A
+from rlft.curriculum import SAMPLERS
+from rlft.tasks import TASKS
+from rlft.weight_sync import WEIGHT_SYNCS
 
 
 # Modules scheduled first, longest first (measured wall times in the README's Tests section).
@@ -119,8 +122,9 @@ def _cuda_available() -> bool:
 @pytest.fixture(autouse=True)
 def _restore_registries():
     """Plugins register into the global registries: undo what a test added, and forget the plugin
-    modules it imported so a later test that loads the same file registers again."""
-    registries = (A.ADVANTAGES, A.POLICY_LOSSES, A.KL_ESTIMATORS)
+    modules it imported so a later test that loads the same file registers again. (The built-in
+    entries are registered when this file imports the registries, before any test.)"""
+    registries = (A.ADVANTAGES, A.POLICY_LOSSES, A.KL_ESTIMATORS, SAMPLERS, TASKS, WEIGHT_SYNCS)
     before = [set(r.names()) for r in registries]
     modules = set(sys.modules)
     yield
