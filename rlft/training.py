@@ -32,9 +32,19 @@ from rlft.algorithms import KL_ESTIMATORS, LossOutput, PolicyLossInputs, aggrega
 Schedule = Literal["constant", "linear", "cosine"]
 
 
+# Tokens per chunk of token_logprobs / token_entropy: at a 152k vocabulary one float32 chunk is ~0.6 GB,
+# against ~10 GB for a float32 log-softmax of 16k tokens; at that size a chunk's Python loop costs nothing.
+LOGPROB_CHUNK_TOKENS = 1024
+
+
 def _check_temperature(temperature: float) -> None:
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
+
+
+def _check_chunk_tokens(chunk_tokens: int) -> None:
+    if chunk_tokens < 1:
+        raise ValueError(f"chunk_tokens must be >= 1, got {chunk_tokens}")
 
 
 def _upcast(x: Tensor) -> Tensor:
@@ -42,37 +52,131 @@ def _upcast(x: Tensor) -> Tensor:
     return x if x.dtype in (torch.float32, torch.float64) else x.float()
 
 
-def token_logprobs(logits: Tensor, input_ids: Tensor, temperature: float = 1.0) -> Tensor:
+def _compute_dtype(logits: Tensor) -> torch.dtype:
+    """The dtype ``_upcast`` gives ``logits``: float64 stays, everything else is float32."""
+    return torch.float64 if logits.dtype == torch.float64 else torch.float32
+
+
+def _scaled(chunk: Tensor, temperature: float) -> Tensor:
+    """``chunk / temperature`` in float32 (or float64): the ``z`` of ``softmax(z)``. [n, V]"""
+    z = _upcast(chunk)
+    return z / temperature if temperature != 1.0 else z
+
+
+def _flat_targets(input_ids: Tensor) -> Tensor:
+    """Target of every flattened position: ``input_ids[:, t + 1]``, and a dummy 0 at each row's last
+    position (its output is dropped), so the logits need no ``[B, L-1, V]`` slice. [B*L]"""
+    targets = torch.zeros_like(input_ids, dtype=torch.long)  # [B, L]
+    targets[:, :-1] = input_ids[:, 1:]
+    return targets.reshape(-1)
+
+
+def _logprobs_forward(
+    logits: Tensor, targets: Tensor, temperature: float, chunk_tokens: int
+) -> tuple[Tensor, Tensor]:
+    """``(log p(target), logsumexp(z))`` of each row of ``logits [N, V]``, ``chunk_tokens`` rows at a
+    time. ([N], [N])"""
+    n = logits.shape[0]
+    out = torch.empty(n, dtype=_compute_dtype(logits), device=logits.device)
+    lse = torch.empty_like(out)
+    for start in range(0, n, chunk_tokens):
+        rows = slice(start, start + chunk_tokens)
+        out[rows], lse[rows] = _chunk_logprobs(logits[rows], targets[rows], temperature)
+    return out, lse
+
+
+def _chunk_logprobs(chunk: Tensor, targets: Tensor, temperature: float) -> tuple[Tensor, Tensor]:
+    """``(log p(target), logsumexp(z))`` of one chunk ``[n, V]``; its float32 work dies on return
+    (a loop variable would keep the last chunk's alive while the next one is built). ([n], [n])"""
+    z = _scaled(chunk, temperature)  # [n, V]
+    lse = torch.logsumexp(z, dim=-1)  # [n]
+    return z.gather(-1, targets[:, None]).squeeze(-1) - lse, lse
+
+
+def _logprobs_backward(
+    grad_out: Tensor,
+    logits: Tensor,
+    targets: Tensor,
+    lse: Tensor,
+    temperature: float,
+    chunk_tokens: int,
+) -> Tensor:
+    """d sum(grad_out * log p(target)) / d logits = ``g * (onehot(target) - p) / temperature``, with
+    ``p`` recomputed from the saved ``lse`` one chunk at a time. [N, V], the logits' dtype"""
+    grad = torch.empty_like(logits)
+    for start in range(0, logits.shape[0], chunk_tokens):
+        rows = slice(start, start + chunk_tokens)
+        grad[rows] = _chunk_grad(grad_out[rows], logits[rows], targets[rows], lse[rows], temperature)
+    return grad
+
+
+def _chunk_grad(g: Tensor, chunk: Tensor, targets: Tensor, lse: Tensor, temperature: float) -> Tensor:
+    """``g * (onehot(target) - p) / temperature`` for one chunk ``[n, V]``, in float32. [n, V]"""
+    g = g[:, None].to(lse.dtype)  # [n, 1]
+    p = (_scaled(chunk, temperature) - lse[:, None]).exp_()  # [n, V]
+    grad_z = p.mul_(-g).scatter_add_(-1, targets[:, None], g)
+    return grad_z.div_(temperature) if temperature != 1.0 else grad_z
+
+
+class _ChunkedTokenLogprobs(torch.autograd.Function):
+    """Autograd of ``_logprobs_forward``: saves the logits as they are, the targets and ``lse [N]``,
+    never a float32 ``[N, V]`` copy; the backward recomputes the softmax chunk by chunk."""
+
+    @staticmethod
+    def forward(
+        ctx: Any, logits: Tensor, targets: Tensor, temperature: float, chunk_tokens: int
+    ) -> Tensor:
+        out, lse = _logprobs_forward(logits, targets, temperature, chunk_tokens)
+        ctx.save_for_backward(logits, targets, lse)
+        ctx.temperature, ctx.chunk_tokens = temperature, chunk_tokens
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, None, None, None]:
+        logits, targets, lse = ctx.saved_tensors
+        if not ctx.needs_input_grad[0]:
+            return None, None, None, None
+        grad = _logprobs_backward(grad_out, logits, targets, lse, ctx.temperature, ctx.chunk_tokens)
+        return grad, None, None, None
+
+
+def token_logprobs(
+    logits: Tensor,
+    input_ids: Tensor,
+    temperature: float = 1.0,
+    *,
+    chunk_tokens: int = LOGPROB_CHUNK_TOKENS,
+) -> Tensor:
     """Log-probability of each next token under ``softmax(logits / temperature)``. [B, L-1]
 
-    ``logits [B, L, V]`` are a causal LM's outputs for ``input_ids [B, L]``. Computed one sequence
-    at a time as ``gather - logsumexp``: the peak extra memory is one ``[L, V]`` row instead of a
-    full ``[B, L, V]`` log-softmax (the vocabulary dominates the activations of LLMs). Half-precision
-    logits are upcast to float32, one row at a time.
+    ``logits [B, L, V]`` are a causal LM's outputs for ``input_ids [B, L]``. Computed over the
+    flattened ``B * L`` tokens, ``chunk_tokens`` at a time, as ``gather - logsumexp``; the backward
+    recomputes each chunk's softmax from the saved logsumexp. The peak extra memory is one float32
+    ``[chunk_tokens, V]`` chunk (a few, transiently) instead of a ``[B, L, V]`` log-softmax: the
+    vocabulary dominates the activations of LLMs. Half-precision logits are upcast to float32 one
+    chunk at a time; the result is float32 (float64 for float64 logits).
 
     >>> logits = torch.tensor([[[0.0, 0.0], [2.0, 0.0], [9.0, 9.0]]])
     >>> token_logprobs(logits, torch.tensor([[1, 0, 1]]))   # p(0 | pos 0) = 1/2, p(1 | pos 1) = 1/(1+e^2)
     tensor([[-0.6931, -2.1269]])
     >>> token_logprobs(logits, torch.tensor([[1, 0, 1]]), temperature=2.0)[0, 1]  # 1/(1+e^1)
     tensor(-1.3133)
+    >>> token_logprobs(logits, torch.tensor([[1, 0, 1]]), chunk_tokens=1)   # same values, any chunk
+    tensor([[-0.6931, -2.1269]])
     """
     _check_temperature(temperature)
+    _check_chunk_tokens(chunk_tokens)
     if logits.dim() != 3 or input_ids.shape != logits.shape[:2]:
         raise ValueError(
             f"expected logits [B, L, V] and input_ids [B, L], got {tuple(logits.shape)} "
             f"and {tuple(input_ids.shape)}"
         )
-    targets = input_ids[:, 1:]  # [B, L-1]
-    rows = []
-    for row_logits, row_targets in zip(logits[:, :-1], targets):  # [L-1, V], [L-1]
-        z = _upcast(row_logits)
-        if temperature != 1.0:
-            z = z / temperature
-        picked = z.gather(-1, row_targets.unsqueeze(-1)).squeeze(-1)  # [L-1]
-        rows.append(picked - torch.logsumexp(z, dim=-1))
-    if not rows:
-        return logits.new_zeros((0, targets.shape[1]), dtype=torch.float32)
-    return torch.stack(rows)
+    b, length, v = logits.shape
+    flat = logits.reshape(b * length, v)  # a view for a contiguous model output
+    targets = _flat_targets(input_ids)  # [B*L]
+    out = _ChunkedTokenLogprobs.apply(flat, targets, temperature, chunk_tokens)  # [B*L]
+    return out.view(b, length)[:, :-1]
 
 
 @torch.no_grad()
@@ -113,29 +217,39 @@ def per_completion_token(
     return result
 
 
-def token_entropy(logits: Tensor, temperature: float = 1.0) -> Tensor:
+@torch.no_grad()
+def token_entropy(
+    logits: Tensor, temperature: float = 1.0, *, chunk_tokens: int = LOGPROB_CHUNK_TOKENS
+) -> Tensor:
     """Entropy of each next-token distribution ``softmax(logits / temperature)``, aligned like
     ``token_logprobs`` (position ``t`` is the distribution that picks token ``t + 1``). [B, L-1]
 
-    ``H = logsumexp(z) - sum(softmax(z) * z)``, one sequence at a time (half precision upcast).
+    ``H = logsumexp(z) - sum(softmax(z) * z)`` over the flattened tokens, ``chunk_tokens`` at a time
+    (half precision upcast per chunk), without gradients: it is a metric of detached logits.
 
     >>> token_entropy(torch.tensor([[[0.0, 0.0], [50.0, 0.0], [0.0, 0.0]]]))  # fair coin, certain
     tensor([[0.6931, 0.0000]])
     """
     _check_temperature(temperature)
+    _check_chunk_tokens(chunk_tokens)
     if logits.dim() != 3:
         raise ValueError(f"expected logits [B, L, V], got {tuple(logits.shape)}")
-    rows = []
-    for row_logits in logits[:, :-1]:  # [L-1, V]
-        z = _upcast(row_logits)
-        if temperature != 1.0:
-            z = z / temperature
-        p = torch.softmax(z, dim=-1)
-        # a -inf logit (a masked token) has p = 0 and contributes 0, not 0 * -inf = nan
-        rows.append(torch.logsumexp(z, dim=-1) - torch.where(p > 0, p * z, 0.0).sum(-1))
-    if not rows:
-        return logits.new_zeros((0, logits.shape[1] - 1), dtype=torch.float32)
-    return torch.stack(rows)
+    b, length, v = logits.shape
+    flat = logits.reshape(b * length, v)  # [B*L, V], a view for a contiguous model output
+    out = torch.empty(b * length, dtype=_compute_dtype(logits), device=logits.device)
+    for start in range(0, b * length, chunk_tokens):
+        rows = slice(start, start + chunk_tokens)
+        out[rows] = _chunk_entropy(_scaled(flat[rows], temperature))
+    return out.view(b, length)[:, :-1]
+
+
+def _chunk_entropy(z: Tensor) -> Tensor:
+    """Entropy of ``softmax(z)`` for each row of ``z [n, V]``. [n]"""
+    lse = torch.logsumexp(z, dim=-1)  # [n]
+    p = (z - lse[:, None]).exp_()  # [n, V]
+    # a -inf logit (a masked token) has p = 0 and contributes 0, not 0 * -inf = nan
+    zero = p == 0
+    return lse - p.mul_(z).masked_fill_(zero, 0.0).sum(-1)
 
 
 def lr_factor(step: int, *, warmup_steps: int, total_steps: int, schedule: Schedule) -> float:

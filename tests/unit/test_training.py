@@ -150,6 +150,135 @@ def test_logprobs_ignore_a_constant_shift_of_the_logits(logits, shift):
 
 
 # ---------------------------------------------------------------------------------------------------
+# token_logprobs / token_entropy: chunked over tokens == the plain full log-softmax
+# ---------------------------------------------------------------------------------------------------
+
+B, L, V = 3, 5, 11  # N = B * L = 15 flattened tokens
+CHUNKS = pytest.mark.parametrize(
+    "chunk",
+    [1, 4, 5, 15, 64],
+    ids=["chunk1", "chunk4-uneven", "chunk5-divides", "chunk15-all", "chunk64-larger"],
+)
+TEMPERATURES = pytest.mark.parametrize("temperature", [1.0, 0.7], ids=["t1", "t0.7"])
+DTYPES = pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+
+
+def _random_case(seed: int, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    logits = (3 * torch.randn(B, L, V, generator=g)).to(dtype)
+    return logits, torch.randint(0, V, (B, L), generator=g)
+
+
+def _reference_logprobs(logits: torch.Tensor, ids: torch.Tensor, temperature: float) -> torch.Tensor:
+    """The memory-hungry definition: a float32 log-softmax of every position, then the gather."""
+    logp = torch.log_softmax(logits.float() / temperature, dim=-1)  # [B, L, V]
+    return logp[:, :-1].gather(-1, ids[:, 1:, None]).squeeze(-1)  # [B, L-1]
+
+
+def _reference_entropy(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    z = logits[:, :-1].float() / temperature
+    p = torch.softmax(z, dim=-1)
+    return -torch.where(p > 0, p * torch.log_softmax(z, dim=-1), 0.0).sum(-1)
+
+
+@DTYPES
+@TEMPERATURES
+@CHUNKS
+def test_chunked_logprobs_match_the_full_log_softmax(dtype, temperature, chunk):
+    logits, ids = _random_case(0, dtype)
+    logits.requires_grad_(True)
+    got = token_logprobs(logits, ids, temperature, chunk_tokens=chunk)
+    expected = _reference_logprobs(logits, ids, temperature)
+    assert got.dtype == torch.float32 and got.shape == (B, L - 1)
+    assert_close(got, expected, atol=1e-6, rtol=1e-6)
+    upstream = torch.randn(B, L - 1, generator=torch.Generator().manual_seed(1))
+    (grad,) = torch.autograd.grad(got, logits, upstream)
+    (expected_grad,) = torch.autograd.grad(expected, logits, upstream)
+    assert grad.dtype == dtype
+    tol = dict(atol=1e-6, rtol=1e-5) if dtype == torch.float32 else {}  # bf16: one rounding of the same fp32
+    assert_close(grad, expected_grad, **tol)
+    assert (grad[:, -1] == 0).all()  # the last position predicts nothing
+
+
+def test_chunked_logprobs_accept_non_contiguous_logits():
+    logits, ids = _random_case(2)
+    # [B, L, V] laid out as [L, B, V]: not contiguous, so the flattening must copy
+    strided = logits.transpose(0, 1).contiguous().transpose(0, 1).requires_grad_(True)
+    assert not strided.is_contiguous()
+    got = token_logprobs(strided, ids, 0.7, chunk_tokens=4)
+    expected = _reference_logprobs(strided, ids, 0.7)
+    assert_close(got, expected, atol=1e-6, rtol=1e-6)
+    upstream = torch.randn(B, L - 1)
+    (grad,) = torch.autograd.grad(got, strided, upstream)
+    assert_close(grad, torch.autograd.grad(expected, strided, upstream)[0])
+
+
+def test_chunked_logprobs_pass_gradcheck_in_float64():
+    logits, ids = _random_case(3)
+    x = logits[:2, :4, :6].to(F64).requires_grad_(True)
+    ids = ids[:2, :4] % 6
+    assert torch.autograd.gradcheck(lambda z: token_logprobs(z, ids, 0.7, chunk_tokens=3), (x,))
+    assert torch.autograd.gradcheck(lambda z: token_logprobs(z, ids, chunk_tokens=100), (x,))
+
+
+def test_chunked_logprobs_work_without_autograd():
+    logits, ids = _random_case(4)
+    expected = _reference_logprobs(logits, ids, 0.7)
+    with torch.no_grad():
+        under_no_grad = token_logprobs(logits.clone().requires_grad_(True), ids, 0.7, chunk_tokens=4)
+    plain = token_logprobs(logits, ids, 0.7, chunk_tokens=4)  # requires_grad False
+    for got in (under_no_grad, plain):
+        assert got.grad_fn is None and not got.requires_grad
+        assert_close(got, expected, atol=1e-6, rtol=1e-6)
+
+
+def test_chunked_logprobs_save_no_float32_copy_of_the_logits():
+    # the tensors kept for backward: the bf16 logits themselves, the targets and lse [N], no fp32 [N, V]
+    logits, ids = _random_case(5, torch.bfloat16)
+    logits.requires_grad_(True)
+    saved: list[tuple[tuple[int, ...], torch.dtype]] = []
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        saved.append((tuple(t.shape), t.dtype))
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        lp = token_logprobs(logits, ids, 0.7, chunk_tokens=4)
+    lp.sum().backward()  # the saved tensors are enough for the backward
+    assert ((B * L, V), torch.bfloat16) in saved
+    assert not [s for s in saved if s[1] != torch.bfloat16 and len(s[0]) > 1 and s[0][-1] == V], saved
+    assert sum(math.prod(shape) for shape, dtype in saved if dtype == torch.float32) <= B * L
+
+
+@pytest.mark.parametrize("fn", [token_logprobs, token_entropy], ids=["logprobs", "entropy"])
+def test_empty_batches_and_single_tokens_give_empty_results(fn):
+    for b, length in ((0, 4), (2, 1)):
+        args = (torch.zeros(b, length, V), torch.zeros(b, length, dtype=torch.long))
+        out = fn(*args[: 2 if fn is token_logprobs else 1], chunk_tokens=4)
+        assert out.shape == (b, length - 1) and out.dtype == torch.float32
+    with pytest.raises(ValueError, match="chunk_tokens"):
+        fn(*(LOGITS, IDS)[: 2 if fn is token_logprobs else 1], chunk_tokens=0)
+
+
+@DTYPES
+@TEMPERATURES
+@CHUNKS
+def test_chunked_entropy_matches_the_full_softmax(dtype, temperature, chunk):
+    logits, _ = _random_case(6, dtype)
+    logits[0, 1, :4] = -math.inf  # masked tokens: p = 0, no nan
+    logits[2, 3, 1:] = -math.inf  # a single allowed token: entropy 0
+    got = token_entropy(logits, temperature, chunk_tokens=chunk)
+    assert got.dtype == torch.float32 and got.shape == (B, L - 1) and torch.isfinite(got).all()
+    assert_close(got, _reference_entropy(logits, temperature), atol=1e-5, rtol=1e-5)
+    assert got[2, 3] == 0.0
+
+
+def test_entropy_carries_no_gradient():
+    logits, _ = _random_case(7)
+    assert not token_entropy(logits.requires_grad_(True), chunk_tokens=4).requires_grad
+
+
+# ---------------------------------------------------------------------------------------------------
 # lr_factor
 # ---------------------------------------------------------------------------------------------------
 
