@@ -46,7 +46,7 @@ from actors.group import WorkerGroup
 from rlft.algorithms.ppo import value_loss
 from rlft.config import CriticConfig, ModelConfig, RunConfig
 from rlft.placement import Plan, plan_run
-from rlft.training import chunks, per_completion_token
+from rlft.micro_batches import per_completion_token, plan_micro_batches
 from rlft.types import Collated, TrainBatch, TrainSample, collate
 
 CHECKPOINT_DIR = "critic"
@@ -129,7 +129,7 @@ class CriticWorker(DataParallelRank):
     def values(self, samples: list[TrainSample]) -> list[list[float]]:
         """The value of every completion token (masked-out ones included), one list per sample."""
         return per_completion_token(self._values, samples, pad_id=self.pad_id,
-                                    micro_batch_size=self.cfg.micro_batch_size)
+                                    max_tokens=self.cfg.max_tokens_per_micro_batch, max_seqs=self.cfg.micro_batch_size)
 
     def train_step(self, shard: TrainBatch) -> dict[str, float]:
         """``critic.epochs`` optimizer steps on this rank's shard (every sample needs ``returns``,
@@ -155,7 +155,8 @@ class CriticWorker(DataParallelRank):
             raise ValueError("critic.value_clip is set: every sample needs old_values (the critic's values "
                              "when the batch was built)")
         micros = [_to_device(collate([samples[i] for i in idx], self.pad_id), self.device)
-                  for idx in chunks(range(len(samples)), cfg.micro_batch_size)]
+                  for idx in plan_micro_batches([s.length for s in samples], max_tokens=cfg.max_tokens_per_micro_batch,
+                                                max_seqs=cfg.micro_batch_size)]
         local_tokens = sum(float(m.mask.sum()) for m in micros)
         tokens = float(self._global_sums([local_tokens]).item())
         if tokens == 0:  # nothing to learn anywhere; no step (Adam's momentum would still move)

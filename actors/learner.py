@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -35,22 +36,29 @@ from actors.data_parallel import DataParallelRank, StepTally
 from actors.distributed import DTYPES, fsdp2_shard, load_causal_lm, resolve_device
 from rlft.algorithms import KL_ESTIMATORS
 from rlft.config import AlgoConfig, LearnerConfig, ModelConfig
+from rlft.micro_batches import (
+    ForwardBatch,
+    autocast,
+    cpu_bf16_support,
+    mfu,
+    plan_micro_batches,
+    resolve_precision,
+    sequence_logprobs,
+)
 from rlft.plugins import import_plugin
 from rlft.training import (
     SFT_OBJECTIVE,
     Objective,
-    chunks,
     counted_sequences,
     loss_metric_names,
     lr_factor,
     micro_batch_loss,
-    sequence_logprobs,
     split_evenly,
     staleness_sums,
     token_entropy,
     token_logprobs,
 )
-from rlft.types import Collated, TrainBatch, TrainSample, collate
+from rlft.types import TrainBatch, TrainSample, collate
 
 logger = logging.getLogger(__name__)
 
@@ -60,11 +68,14 @@ _STALENESS_MAX = {"mismatch_max": 0.0, "mismatch_lag0_max": 0.0, "version_lag_ma
 
 
 class _Micro:
-    """One micro-batch on the device, with the step-start log-probs filled in when needed."""
+    """One micro-batch on the device: the model inputs (padded or packed), the loss tensors in the
+    padded ``[b, L-1]`` layout, and the step-start log-probs once filled in."""
 
-    def __init__(self, batch: Collated, device: torch.device) -> None:
-        self.input_ids = batch.input_ids.to(device)
-        self.attention_mask = batch.attention_mask.to(device)
+    def __init__(self, samples: list[TrainSample], pad_id: int, device: torch.device, packed: bool) -> None:
+        batch = collate(samples, pad_id)
+        layout = ForwardBatch.packed(samples) if packed else ForwardBatch.padded_from(
+            batch.input_ids, batch.attention_mask)
+        self.forward = layout.to(device)
         self.mask = batch.mask.to(device)
         self.advantages = batch.advantages.to(device)
         lp = batch.rollout_logprobs
@@ -114,9 +125,14 @@ class LearnerWorker(DataParallelRank):
         # exercise the sharded code on machines without a GPU.
         sharded = device.type == "cuda" if fsdp is None else fsdp
         self._join(rank, world_size, device, master_addr, master_port, seed=seed, sharded=sharded)
-        # Under FSDP the master weights stay fp32 and compute runs in the model dtype (mixed
-        # precision); on CPU the replica simply lives in the configured dtype.
-        self._load_dtype = torch.float32 if self.sharded else self.serving_dtype
+        self.precision, self.precision_note = resolve_precision(
+            learner_cfg.precision, self.device.type, cpu_bf16_support() if self.device.type == "cpu" else None)
+        bf16 = self.precision == "bf16"
+        # Under FSDP the master weights stay fp32 and compute runs in the model dtype, or bf16 (FSDP's
+        # mixed precision). A replica lives in the configured dtype, or fp32 under bf16 autocast.
+        self._load_dtype = torch.float32 if self.sharded or bf16 else self.serving_dtype
+        self._compute_dtype = torch.bfloat16 if bf16 else self.serving_dtype
+        self._autocast = "bf16" if bf16 and not self.sharded else "fp32"
         self._model_cfg = model_cfg
         self.model = self._load_placed(model_path)
         self.ref_model = None
@@ -143,6 +159,31 @@ class LearnerWorker(DataParallelRank):
         )
         self.loss_metric_names = loss_metric_names(self.objective)
         self.version = 0
+        if learner_cfg.packing:
+            self._check_packing()
+
+    def describe(self) -> str:
+        """How this rank computes, for the run's start-up line."""
+        cfg = self.cfg
+        budget = ("fixed" if cfg.max_tokens_per_micro_batch is None
+                  else f"<= {cfg.max_tokens_per_micro_batch} tokens") + (" packed" if cfg.packing else "")
+        return f"{self.precision_note}; micro-batches {budget} on {self.device.type}"
+
+    @torch.no_grad()
+    def _check_packing(self) -> None:
+        """Fail at start-up, not with wrong gradients, when the model's attention does not confine
+        packed sequences (an older transformers, or an attention implementation without it)."""
+        probe = [TrainSample([1, 2, 3], [4, 5], [0.0, 0.0]), TrainSample([6, 7], [8, 9, 10], [0.0, 0.0, 0.0])]
+        fb = ForwardBatch.packed(probe).to(self.device)
+        c = collate(probe, self.pad_id)
+        packed = fb.padded(self._token_logprobs(self.model, fb))
+        padded = self._token_logprobs(self.model, ForwardBatch.padded_from(c.input_ids, c.attention_mask).to(self.device))
+        if not torch.allclose(packed * c.mask.to(self.device), padded * c.mask.to(self.device), atol=1e-3):
+            raise ValueError(
+                "learner.packing: this model's attention does not keep packed sequences apart (transformers "
+                f"{__import__('transformers').__version__}, attention "
+                f"'{getattr(self.model.config, '_attn_implementation', '?')}'); set learner.packing: false"
+            )
 
     # ------------------------------------------------------------------------------------------
     # The train step
@@ -185,10 +226,12 @@ class LearnerWorker(DataParallelRank):
         if cfg.ppo_epochs > 1 or cfg.mini_batches > 1 or (self.ref_model is not None and not supervised):
             self._fill_step_start_logprobs(plan, reference=not supervised)
 
-        names = ["loss", "policy_loss", "kl_loss", "entropy", "kl", "token_passes", *_STALENESS_SUMS, *metric_names]
+        names = ["loss", "policy_loss", "kl_loss", "entropy", "kl", "token_passes", "input_tokens", "input_slots",
+                 *_STALENESS_SUMS, *metric_names]
         acc = {k: torch.zeros((), dtype=torch.float64, device=self.device) for k in names}
         acc.update({k: torch.full((), v, dtype=torch.float64, device=self.device) for k, v in _STALENESS_MAX.items()})
         tally = StepTally()
+        started = time.perf_counter()
         for epoch in range(cfg.ppo_epochs):
             for k, micros in enumerate(plan):
                 norms = dict(zip(("global_tokens", "global_seqs"), counts[k].tolist()), max_len=max_len)
@@ -197,6 +240,7 @@ class LearnerWorker(DataParallelRank):
                     bad |= ~torch.isfinite(self._backward(objective, m, norms, acc, first_pass=epoch == 0))
                 self._optimizer_step(bad, tally, max_grad_norm=cfg.max_grad_norm, at=f"version {self.version}")
         self.version += 1
+        acc["seconds"] = torch.tensor(time.perf_counter() - started, dtype=torch.float64, device=self.device)
         return self._metrics(acc, counts, tally, lr, metric_names)
 
     def _backward(
@@ -204,9 +248,10 @@ class LearnerWorker(DataParallelRank):
     ) -> torch.Tensor:
         """Forward and backward of one micro-batch (gradients accumulate in ``.grad``); adds its
         metric sums to ``acc`` and returns its detached loss."""
-        logits = self._logits(self.model, m)
-        logprobs = token_logprobs(logits, m.input_ids, self.temperature)  # [b, L-1]
-        entropy = token_entropy(logits.detach(), self.temperature)  # [b, L-1]
+        fb = m.forward
+        logits = self._logits(self.model, fb)
+        logprobs = fb.padded(token_logprobs(logits, fb.ids, self.temperature))  # [b, L-1]
+        entropy = fb.padded(token_entropy(logits.detach(), self.temperature))  # [b, L-1]
         old = m.old_logprobs if m.old_logprobs is not None else logprobs.detach()
         if first_pass:  # learner vs rollout engine and version lag, at step start
             sums = staleness_sums(old, m.rollout_logprobs, m.mask, m.policy_versions, self.version)
@@ -229,6 +274,8 @@ class LearnerWorker(DataParallelRank):
         acc["kl_loss"] += out.kl_loss
         acc["entropy"] += (entropy * m.mask).sum()
         acc["token_passes"] += m.mask.sum()
+        acc["input_tokens"] += fb.tokens
+        acc["input_slots"] += fb.slots
         for name, value in out.token_sums.items():
             acc[name] += value
         return out.loss.detach()
@@ -236,16 +283,18 @@ class LearnerWorker(DataParallelRank):
     def _plan(self, samples: list[TrainSample]) -> list[list[_Micro]]:
         """Mini-batches of micro-batches, collated on the device. Under FSDP every rank must run
         the same number of forward passes, so shorter mini-batches get masked-out dummy passes."""
-        plan = [
-            [_Micro(collate([samples[i] for i in idx], self.pad_id), self.device)
-             for idx in chunks(r, self.cfg.micro_batch_size)]
-            for r in split_evenly(len(samples), self.cfg.mini_batches)
-        ]
+        cfg = self.cfg
+        plan = []
+        for r in split_evenly(len(samples), cfg.mini_batches):
+            part = [samples[i] for i in r]
+            groups = plan_micro_batches([s.length for s in part], max_tokens=cfg.max_tokens_per_micro_batch,
+                                        max_seqs=cfg.micro_batch_size, packed=cfg.packing)
+            plan.append([_Micro([part[i] for i in g], self.pad_id, self.device, cfg.packing) for g in groups])
         if self.sharded:
             need = self._all_reduce(torch.tensor([len(mb) for mb in plan]), op=dist.ReduceOp.MAX)
             dummy = TrainSample([self.pad_id], [self.pad_id], [0.0], rollout_logprobs=[0.0], loss_mask=[0])
             for mb, n in zip(plan, need.tolist()):
-                mb.extend(_Micro(collate([dummy], self.pad_id), self.device) for _ in range(n - len(mb)))
+                mb.extend(_Micro([dummy], self.pad_id, self.device, cfg.packing) for _ in range(n - len(mb)))
         return plan
 
     @torch.no_grad()
@@ -261,11 +310,16 @@ class LearnerWorker(DataParallelRank):
                 if self.ref_model is not None and reference and m.ref_logprobs is None:
                     m.ref_logprobs = self._logprobs(self.ref_model, m)
 
-    def _logits(self, model: torch.nn.Module, m: _Micro) -> torch.Tensor:
-        return model(input_ids=m.input_ids, attention_mask=m.attention_mask, use_cache=False).logits
+    def _logits(self, model: torch.nn.Module, fb: ForwardBatch) -> torch.Tensor:
+        with autocast(self.device.type, self._autocast):
+            return model(**fb.inputs, use_cache=False).logits
+
+    def _token_logprobs(self, model: torch.nn.Module, fb: ForwardBatch) -> torch.Tensor:
+        return token_logprobs(self._logits(model, fb), fb.ids, self.temperature)
 
     def _logprobs(self, model: torch.nn.Module, m: _Micro) -> torch.Tensor:
-        return token_logprobs(self._logits(model, m), m.input_ids, self.temperature)
+        """[b, L-1] log-probs of micro-batch ``m`` under ``model`` (padded layout)."""
+        return m.forward.padded(self._token_logprobs(model, m.forward))
 
     def _metrics(
         self, acc: dict[str, torch.Tensor], counts: torch.Tensor, tally: StepTally, lr: float, metric_names: list[str]
@@ -273,8 +327,8 @@ class LearnerWorker(DataParallelRank):
         """Global metrics: sums over ranks, token-weighted means for per-token quantities, means
         over optimizer steps for losses and gradient norms."""
         # the same tensors in the same order on every rank, whether or not it saw such tokens
-        peaks = torch.stack([acc.pop(k) for k in _STALENESS_MAX])
-        peak = dict(zip(_STALENESS_MAX, self._all_reduce(peaks, op=dist.ReduceOp.MAX).tolist()))
+        names = [*_STALENESS_MAX, "seconds"]  # the slowest rank's time is the step's
+        peak = dict(zip(names, self._all_reduce(torch.stack([acc.pop(k) for k in names]), op=dist.ReduceOp.MAX).tolist()))
         s = self._reduce_sums(acc)
         steps = tally.steps
         passes = max(s["token_passes"], 1.0)
@@ -292,7 +346,15 @@ class LearnerWorker(DataParallelRank):
             "skipped_steps": float(tally.skipped),
             "skipped_steps_total": float(self.skipped_total),
             "version": float(self.version),
+            # forward + backward throughput over every pass (all epochs), padding included in the slots
+            "tokens_per_s": s["input_tokens"] / max(peak["seconds"], 1e-9),
+            "padding_fraction": 1.0 - s["input_tokens"] / max(s["input_slots"], 1.0),
         }
+        if self.device.type == "cuda":
+            params = sum(p.numel() for p in self.model.parameters()) * (self.world_size if self.sharded else 1)
+            util = mfu(params, s["input_tokens"], peak["seconds"], torch.cuda.get_device_name(self.device))
+            if util is not None:
+                metrics["perf/mfu"] = util
         if self.algo.kl.coef > 0:  # the learner's own reference copy, or one sent with the batch
             metrics["kl"] = s["kl"] / passes
             metrics["kl_loss"] = s["kl_loss"] / steps
@@ -316,8 +378,9 @@ class LearnerWorker(DataParallelRank):
                 "no reference model on the learner: it is loaded only when algo.kl.coef > 0 and "
                 "cluster.reference.placement is 'learner'"
             )
-        return sequence_logprobs(model, samples, pad_id=self.pad_id, device=self.device,
-                                 temperature=self.temperature, micro_batch_size=self.cfg.micro_batch_size)
+        return sequence_logprobs(model, samples, pad_id=self.pad_id, device=self.device, temperature=self.temperature,
+                                 max_tokens=self.cfg.max_tokens_per_micro_batch, max_seqs=self.cfg.micro_batch_size,
+                                 precision=self._autocast)
 
     @torch.no_grad()
     def ref_kl(self, samples: list[TrainSample]) -> float:
@@ -468,7 +531,7 @@ class LearnerWorker(DataParallelRank):
         if frozen:
             model.requires_grad_(False)
         if self.sharded:
-            fsdp2_shard(model, self.device, self.world_size, self.serving_dtype)
+            fsdp2_shard(model, self.device, self.world_size, self._compute_dtype)
         else:
             model.to(self.device)
         return model

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from actors.distributed import DTYPES, resolve_device, load_causal_lm
 from rlft.config import ModelConfig
-from rlft.training import sequence_logprobs
+from rlft.micro_batches import Precision, cpu_bf16_support, resolve_precision, sequence_logprobs
 from rlft.types import TrainSample
 
 
@@ -31,7 +31,9 @@ class ReferenceWorker:
         model_cfg: ModelConfig,
         *,
         temperature: float = 1.0,
-        micro_batch_size: int = 8,
+        micro_batch_size: int | None = None,
+        max_tokens_per_micro_batch: int | None = 2048,
+        precision: Precision = "fp32",
         device: str = "auto",
     ) -> None:
         self.device = resolve_device(device)
@@ -40,7 +42,10 @@ class ReferenceWorker:
         self.pad_id = self.model.config.pad_token_id or 0
         # greedy rollouts are scored at temperature 1, as the learner does
         self.temperature = temperature if temperature > 0 else 1.0
-        self.micro_batch_size = micro_batch_size
+        self.micro_batch_size, self.max_tokens = micro_batch_size, max_tokens_per_micro_batch
+        # the policy's precision, so the KL term compares like with like
+        cpu = cpu_bf16_support() if self.device.type == "cpu" else None
+        self.precision = resolve_precision(precision, self.device.type, cpu)[0]
 
     def load(self, path: str) -> None:
         """Replace the reference weights with the model at ``path`` (an RL stage after an SFT
@@ -55,4 +60,5 @@ class ReferenceWorker:
     def logprobs(self, samples: list[TrainSample]) -> list[list[float]]:
         """Completion-token log-probs of each sample under the reference weights."""
         return sequence_logprobs(self.model, samples, pad_id=self.pad_id, device=self.device,
-                                 temperature=self.temperature, micro_batch_size=self.micro_batch_size)
+                                 temperature=self.temperature, max_tokens=self.max_tokens,
+                                 max_seqs=self.micro_batch_size, precision=self.precision)

@@ -232,6 +232,8 @@ class LearnerGroup:
                     {
                         "temperature": cfg.rollout.temperature,
                         "micro_batch_size": cfg.learner.micro_batch_size,
+                        "max_tokens_per_micro_batch": cfg.learner.max_tokens_per_micro_batch,
+                        "precision": cfg.learner.precision,
                         "device": device,
                     },
                 ),
@@ -287,6 +289,10 @@ class LearnerGroup:
             actors if ranks is None else [actors[r] for r in ranks],
         )
         return results[0]
+
+    def describe(self) -> str:
+        """How the learner computes (precision, micro-batching, device), for the start-up line."""
+        return self.workers.call(LearnerWorker.describe)[0]
 
     def check_sees(self, path: str) -> None:
         """Raise ``CheckpointError`` unless every learner rank's node sees ``path`` (a file the

@@ -357,6 +357,7 @@ def _run_on_ray(
         total = sum(s.steps for s in cfg.stages)
         learners = LearnerGroup(cfg, prepared.model_path, total_steps=total, plan=plan, colocation=colocation)
         groups.append(learners)
+        print(f"rlft: learner: {learners.describe()}", flush=True)
         critic = None
         if cfg.critic is not None:
             from actors.critic import CriticGroup

@@ -46,6 +46,11 @@ __all__ = ["Driver", "NonFiniteError", "Parts", "RewardFailureError", "RunSummar
 logger = logging.getLogger(__name__)
 
 
+def prefixed(role: str, metrics: dict[str, float]) -> dict[str, float]:
+    """``role/name`` for a role's metrics; a name with its own namespace (``perf/mfu``) keeps it."""
+    return {k if "/" in k else f"{role}/{k}": v for k, v in metrics.items()}
+
+
 def snapshots_reference(cfg: RunConfig, index: int) -> bool:
     """Whether RL stage ``index`` measures its KL against the policy as the SFT stage right before
     it left it (``algo.kl.reference: after_sft`` with a KL term), rather than the reference it had.
@@ -121,7 +126,7 @@ class Driver:
             start = self.clock()
             self.state.begin_step()
             metrics = self._train(self.parts.sft.batch(stage.batch_size), supervised=True, lr=stage.lr)
-            self._finish({f"sft/{k}": v for k, v in metrics.items()}, name, start)
+            self._finish(prefixed("sft", metrics), name, start)
         self.parts.weights.push(self.state.version)  # the engines serve the warmed-up model from here on
 
     def run_rl(self, stage: StageConfig, name: str) -> None:
@@ -165,7 +170,7 @@ class Driver:
             self.state.learner_ahead = True  # the hook may update a critic: past the step's boundary
             metrics, trains = self.parts.builder.before_update(batch)
             if trains:
-                metrics.update({f"learner/{k}": v for k, v in self._train(batch, lr=lr).items()})
+                metrics.update(prefixed("learner", self._train(batch, lr=lr)))
         if trains:
             with phases("time/sync"):
                 metrics.update(self.parts.weights.push(self.state.version))

@@ -180,44 +180,6 @@ def token_logprobs(
 
 
 @torch.no_grad()
-def sequence_logprobs(
-    model: torch.nn.Module,
-    samples: list[Any],
-    *,
-    pad_id: int,
-    device: torch.device,
-    temperature: float = 1.0,
-    micro_batch_size: int = 8,
-) -> list[list[float]]:
-    """Completion-token log-probs of ``samples`` (``TrainSample``s) under ``model``, one list per
-    sample, computed ``micro_batch_size`` sequences at a time without gradients."""
-
-    def logprobs(batch: Any) -> Tensor:
-        ids = batch.input_ids.to(device)
-        logits = model(input_ids=ids, attention_mask=batch.attention_mask.to(device), use_cache=False).logits
-        return token_logprobs(logits, ids, temperature)
-
-    return per_completion_token(logprobs, samples, pad_id=pad_id, micro_batch_size=micro_batch_size)
-
-
-@torch.no_grad()
-def per_completion_token(
-    forward: Any, samples: list[Any], *, pad_id: int, micro_batch_size: int = 8
-) -> list[list[float]]:
-    """``forward(collated) -> [b, L-1]`` (aligned with ``input_ids[:, 1:]``) over ``samples``,
-    ``micro_batch_size`` at a time; each sample's completion-token entries as a list."""
-    from rlft.types import collate
-
-    result: list[list[float]] = []
-    for idx in chunks(range(len(samples)), micro_batch_size):
-        out = forward(collate([samples[i] for i in idx], pad_id)).cpu()  # [b, L-1]
-        for row, i in enumerate(idx):
-            p, c = len(samples[i].prompt_ids), len(samples[i].completion_ids)
-            result.append(out[row, p - 1 : p - 1 + c].tolist())
-    return result
-
-
-@torch.no_grad()
 def token_entropy(
     logits: Tensor, temperature: float = 1.0, *, chunk_tokens: int = LOGPROB_CHUNK_TOKENS
 ) -> Tensor:
@@ -292,18 +254,6 @@ def split_evenly(n: int, parts: int) -> list[range]:
     if parts < 1:
         raise ValueError(f"parts must be >= 1, got {parts}")
     return [range(i * n // parts, (i + 1) * n // parts) for i in range(parts)]
-
-
-def chunks(indices: range | list[int], size: int) -> list[list[int]]:
-    """Consecutive chunks of at most ``size`` items (the micro-batches of a mini-batch).
-
-    >>> chunks(range(5), 2)
-    [[0, 1], [2, 3], [4]]
-    """
-    if size < 1:
-        raise ValueError(f"size must be >= 1, got {size}")
-    items = list(indices)
-    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 def counted_sequences(mask: Tensor) -> int:

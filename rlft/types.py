@@ -130,6 +130,11 @@ class TrainSample:
             if value is not None and len(value) != n:
                 raise ValueError(f"{name} has {len(value)} entries for {n} completion tokens")
 
+    @property
+    def length(self) -> int:
+        """Prompt + completion tokens (the sequence the learner's forward pass reads)."""
+        return len(self.prompt_ids) + len(self.completion_ids)
+
     @staticmethod
     def from_rollout(rollout: Rollout, advantage: float) -> TrainSample:
         return TrainSample(

@@ -31,8 +31,10 @@ class CriticConfig(Section):
     """AdamW weight decay."""
     max_grad_norm: Positive | None = 1.0
     """Clip the critic's global gradient norm; None disables clipping."""
-    micro_batch_size: Annotated[int, Field(ge=1)] = 8
-    """Sequences per forward/backward pass on one critic rank."""
+    micro_batch_size: Annotated[int, Field(ge=1)] | None = None
+    """At most this many sequences per forward/backward pass on one critic rank (None: no cap)."""
+    max_tokens_per_micro_batch: Annotated[int, Field(ge=1)] | None = 2048
+    """Token budget of one pass (rows x longest row), as ``learner.max_tokens_per_micro_batch``."""
     epochs: Annotated[int, Field(ge=1)] = 1
     """Critic optimizer steps per batch."""
     value_clip: Positive | None = 0.2
@@ -71,8 +73,23 @@ class LearnerConfig(Section):
     max_consecutive_skips: Annotated[int, Field(ge=1)] = 5
     """Stop the run when this many learner steps in a row are skipped for a non-finite loss or
     gradient (a skipped step leaves weights and optimizer state untouched)."""
-    micro_batch_size: Annotated[int, Field(ge=1)] = 8
-    """Sequences per forward/backward pass on one rank (gradient accumulation above it)."""
+    micro_batch_size: Annotated[int, Field(ge=1)] | None = None
+    """At most this many sequences per forward/backward pass on one rank (None: no cap). Without a
+    token budget it is the fixed number of sequences per pass (gradient accumulation above it)."""
+    max_tokens_per_micro_batch: Annotated[int, Field(ge=1)] | None = 2048
+    """Token budget of one forward/backward pass: each mini-batch's samples are sorted by length and
+    packed first-fit decreasing into passes costing at most this many token positions (rows x longest
+    row padded, summed lengths packed); a longer sample gets a pass of its own. The loss and the
+    gradient do not depend on the split. None: fixed ``micro_batch_size`` passes in sample order
+    (padding each to its longest sequence). Also used for the step-start and reference log-probs."""
+    packing: bool = False
+    """Padding-free packing: each pass is one row of whole sequences end to end, positions restarting
+    per sequence and attention confined to each (transformers' packed-sequence masks; varlen kernels
+    with flash-attention on GPU). Exact; on CPU length-sorted padded passes measured faster."""
+    precision: Literal["fp32", "bf16"] = "fp32"
+    """Compute precision of the policy's forward and backward. ``bf16``: matmuls in bf16 (autocast;
+    FSDP's mixed precision on GPU), master weights and AdamW state in fp32, log-probs in fp32. On a CPU
+    without AMX-BF16 or AVX512-BF16 it falls back to fp32, and the start-up line says so."""
     ppo_epochs: Annotated[int, Field(ge=1)] = 1
     """Passes over each rollout batch."""
     mini_batches: Annotated[int, Field(ge=1)] = 1

@@ -81,10 +81,15 @@ def _max_abs_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> flo
 # summing micro-batch gradients in another order (~1e-8 absolute) turns into updates of ~lr/10 on
 # elements whose gradient is itself ~1e-8 (measured: 2.7e-5 between micro-batch sizes 8 and 2 on
 # ONE rank); 1e-6 bounds that amplification (measured: 6e-7) without hiding a real difference.
+# The two ranks split their shards three ways: by token budget (sorted, several passes), in fixed
+# groups of 2 sequences, and packed rows; the single rank takes the batch in one padded pass.
 PARITY_CASES = {
-    "even-shards": dict(n=8, mbs=8, agg="token-mean", loss="ppo_clip", epochs=1, kl=0.0),
-    "grad-accumulation": dict(n=8, mbs=2, agg="seq-mean-token-mean", loss="ppo_clip", epochs=2, kl=0.0),
-    "uneven-shards": dict(n=7, mbs=2, agg="seq-mean-token-sum-norm", loss="cispo", epochs=1, kl=0.1),
+    "even-shards-token-budget": dict(n=8, split=dict(max_tokens_per_micro_batch=30),
+                                     agg="token-mean", loss="ppo_clip", epochs=1, kl=0.0),
+    "grad-accumulation-fixed": dict(n=8, split=dict(micro_batch_size=2, max_tokens_per_micro_batch=None),
+                                    agg="seq-mean-token-mean", loss="ppo_clip", epochs=2, kl=0.0),
+    "uneven-shards-packed": dict(n=7, split=dict(max_tokens_per_micro_batch=24, packing=True),
+                                 agg="seq-mean-token-sum-norm", loss="cispo", epochs=1, kl=0.1),
 }
 
 
@@ -96,10 +101,9 @@ def test_one_rank_and_two_ranks_make_the_same_update(ray_session, tiny_model_dir
         loss=PolicyLossChoice(name=c["loss"]), aggregation=c["agg"], kl=KLConfig(coef=c["kl"]), tis_cap=2.0
     )
     results = {}
-    for world, mbs in ((1, c["n"]), (2, c["mbs"])):  # the single rank takes the batch in one pass
-        learner = LearnerConfig(
-            lr=1e-3, adam_eps=1e-6, micro_batch_size=mbs, ppo_epochs=c["epochs"], max_grad_norm=None
-        )
+    one_pass = dict(micro_batch_size=None, max_tokens_per_micro_batch=None)
+    for world, split in ((1, one_pass), (2, c["split"])):
+        learner = LearnerConfig(lr=1e-3, adam_eps=1e-6, ppo_epochs=c["epochs"], max_grad_norm=None, **split)
         with Group(ray_session, tiny_model_dir, world, learner, algo) as group:
             before = group.call("state_dict_for_sync")
             metrics = group.train(batch)
@@ -113,6 +117,11 @@ def test_one_rank_and_two_ranks_make_the_same_update(ray_session, tiny_model_dir
     m1, m2 = results[1][1], results[2][1]
     assert m1["tokens"] == m2["tokens"] == float(batch.num_tokens())
     assert m1["optimizer_steps"] == m2["optimizer_steps"] == c["epochs"]
+    lengths = [s.length for s in batch.samples]
+    assert m1["padding_fraction"] == pytest.approx(1 - sum(lengths) / (len(lengths) * max(lengths)))
+    assert m2["padding_fraction"] < m1["padding_fraction"] and m2["tokens_per_s"] > 0
+    if c["split"].get("packing"):
+        assert m2["padding_fraction"] == 0.0
     for key in ("loss", "policy_loss", "entropy", "grad_norm", "clip_fraction", "logprob_mismatch_mean",
                 "logprob_mismatch_max"):
         assert m2[key] == pytest.approx(m1[key], rel=1e-4, abs=1e-6), key
@@ -144,6 +153,31 @@ def test_fsdp2_sharded_group_matches_the_replicated_learner(ray_session, tiny_mo
     torch.testing.assert_close(torch.tensor(sum(lp2[0], [])), torch.tensor(sum(lp1, [])), atol=1e-5, rtol=0)
     saved = AutoModelForCausalLM.from_pretrained(tmp_path / "fsdp-ckpt", dtype=torch.float32).state_dict()
     assert _max_abs_diff({k: saved[k] for k in w2[0]}, w2[0]) == 0.0
+
+
+def test_bf16_compute_tracks_fp32_and_falls_back_where_the_cpu_lacks_it(ray_session, tiny_model_dir):
+    """``learner.precision: bf16`` computes in bf16 (log-probs differ from fp32's, a little) where the
+    CPU has bf16 instructions, says what it does, scores the reference like the policy (KL 0 at
+    the start) and makes an update in the fp32 update's direction."""
+    from rlft.micro_batches import cpu_bf16_support
+
+    batch = make_batch(8, seed=2)
+    algo = AlgoConfig(kl=KLConfig(coef=0.05))
+    runs = {}
+    for precision in ("fp32", "bf16"):
+        with Group(ray_session, tiny_model_dir, 1, LearnerConfig(lr=1e-3, precision=precision), algo) as group:
+            before = torch.tensor(sum(group.call("compute_logprobs", batch.samples), []))
+            metrics = group.train(batch)[0]
+            after = torch.tensor(sum(group.call("compute_logprobs", batch.samples), []))
+            runs[precision] = (group.call("describe"), before, metrics, after - before)
+    (note32, lp32, m32, move32), (note16, lp16, m16, move16) = runs["fp32"], runs["bf16"]
+    native = cpu_bf16_support() is not None
+    assert note32.startswith("fp32;") and note16.startswith("bf16 compute" if native else "fp32 (bf16 asked")
+    diff = (lp16 - lp32).abs()
+    assert diff.max() < 0.1 and (diff.max() > 0) == native
+    assert m16["kl"] == 0.0 and m16["loss"] == pytest.approx(m32["loss"], abs=0.02)
+    assert m16["entropy"] == pytest.approx(m32["entropy"], rel=0.01)
+    assert torch.nn.functional.cosine_similarity(move16, move32, dim=0) > 0.9
 
 
 def test_reference_kl_is_zero_at_the_start_and_positive_after_an_update(ray_session, tiny_model_dir):

@@ -16,7 +16,6 @@ from torch.testing import assert_close
 
 from rlft.training import (
     Objective,
-    chunks,
     counted_sequences,
     logprob_mismatch,
     loss_metric_names,
@@ -342,9 +341,7 @@ def test_split_evenly_covers_in_order_and_matches_shard(n, parts):
         assert [s.prompt_ids[0] for s in batch.shard(rank, parts).samples] == list(r)
 
 
-def test_chunks_and_counted_sequences():
-    assert chunks(range(2, 7), 2) == [[2, 3], [4, 5], [6]]
-    assert chunks([], 3) == []
+def test_counted_sequences():
     assert counted_sequences(torch.tensor([[1.0, 0.0], [0.0, 0.0], [0.0, 1.0]])) == 2
 
 
