@@ -17,7 +17,10 @@ ranks therefore gives exactly the gradient of the full mini-batch's loss, so 1 r
 any micro-batch size) make the same update.
 
 Mini-batches: each rank splits its shard into ``mini_batches`` contiguous chunks; global mini-batch
-``k`` is the union of every rank's chunk ``k``. ``ppo_epochs`` passes visit them in order.
+``k`` is the union of every rank's chunk ``k``. ``ppo_epochs`` passes visit them in order. Each
+mini-batch runs as micro-batches planned by ``rlft.micro_batches.plan_micro_batches``: sorted by
+length under the token budget ``max_tokens_per_micro_batch`` (padded, or packed rows with
+``packing``), in bf16 autocast with ``precision: bf16`` (fp32 master weights and optimizer).
 """
 
 from __future__ import annotations
@@ -203,6 +206,7 @@ class LearnerWorker(DataParallelRank):
         ``policy_version == self.version`` (sampled by exactly these weights: engine numerics only);
         ``version_lag_{mean,max}`` of ``self.version - policy_version``, token-weighted. Each is
         reported only when some rank has such tokens."""
+        started = time.perf_counter()
         cfg = self.cfg
         objective = SFT_OBJECTIVE if supervised else self.objective
         metric_names = loss_metric_names(objective) if supervised else self.loss_metric_names
@@ -231,7 +235,6 @@ class LearnerWorker(DataParallelRank):
         acc = {k: torch.zeros((), dtype=torch.float64, device=self.device) for k in names}
         acc.update({k: torch.full((), v, dtype=torch.float64, device=self.device) for k, v in _STALENESS_MAX.items()})
         tally = StepTally()
-        started = time.perf_counter()
         for epoch in range(cfg.ppo_epochs):
             for k, micros in enumerate(plan):
                 norms = dict(zip(("global_tokens", "global_seqs"), counts[k].tolist()), max_len=max_len)
@@ -346,12 +349,14 @@ class LearnerWorker(DataParallelRank):
             "skipped_steps": float(tally.skipped),
             "skipped_steps_total": float(self.skipped_total),
             "version": float(self.version),
-            # forward + backward throughput over every pass (all epochs), padding included in the slots
-            "tokens_per_s": s["input_tokens"] / max(peak["seconds"], 1e-9),
+            # the batch's prompt + completion tokens per second of the whole step (every epoch, the
+            # step-start log-probs, the optimizer); padding: the share of the passes' token slots
+            "tokens_per_s": s["input_tokens"] / self.cfg.ppo_epochs / max(peak["seconds"], 1e-9),
             "padding_fraction": 1.0 - s["input_tokens"] / max(s["input_slots"], 1.0),
         }
         if self.device.type == "cuda":
             params = sum(p.numel() for p in self.model.parameters()) * (self.world_size if self.sharded else 1)
+            # trained tokens: every epoch's forward + backward (the no-grad passes are not counted)
             util = mfu(params, s["input_tokens"], peak["seconds"], torch.cuda.get_device_name(self.device))
             if util is not None:
                 metrics["perf/mfu"] = util

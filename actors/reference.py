@@ -32,7 +32,7 @@ class ReferenceWorker:
         *,
         temperature: float = 1.0,
         micro_batch_size: int | None = None,
-        max_tokens_per_micro_batch: int | None = 2048,
+        max_tokens_per_micro_batch: int | None = 1024,
         precision: Precision = "fp32",
         device: str = "auto",
     ) -> None:

@@ -13,6 +13,7 @@ after one warm-up step each.
 
     .venv/bin/python bench/step_overhead.py            # 25M parameters, 3 rounds
     .venv/bin/python bench/step_overhead.py --quick    # 6M parameters, 64 tokens, 2 rounds
+    .venv/bin/python bench/step_overhead.py --set learner.precision=bf16   # any config override
 """
 
 from __future__ import annotations
@@ -37,21 +38,13 @@ class HashReward:
         return [float(sum(r.completion_ids) % 3 == 0) for r in rollouts]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--rounds", type=int, default=None)
-    args = parser.parse_args()
-    hidden, layers, max_new = (256, 6, 64) if args.quick else (512, 8, 128)
-    rounds = args.rounds or (2 if args.quick else 3)
+def setup(quick: bool, overrides: list[str] = ()):
+    """The tiny model, the config and the prompts of the workload."""
+    hidden, layers, max_new = (256, 6, 64) if quick else (512, 8, 128)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from transformers import AutoTokenizer
 
-    import ray
-
-    from actors.runtime import LearnerGroup, RolloutGroup, WeightPush
     from rlft.config import load_config
-    from rlft.collect import sampling_settings
-    from rlft.compose import build_driver
     from rlft.models import build_tiny_model
     from rlft.types import Prompt
 
@@ -62,36 +55,67 @@ def main() -> None:
             "rollout.prompts_per_step=8", "rollout.group_size=8", f"rollout.max_new_tokens={max_new}",
             "rollout.temperature=1.0", "learner.micro_batch_size=64", "learner.lr=1e-5",
             f"cluster.rollout.cpus={THREADS}", f"cluster.learner.cpus={THREADS}",
-            "stages=[{kind: rl, steps: 100}]",
+            "stages=[{kind: rl, steps: 100}]", *overrides,
         ]
     )
     texts = ["12+34=", "7*8=", "hello ", "99-9=", "abc", "x+y=", "5+5=", "what "]
-    from transformers import AutoTokenizer
-
     tok = AutoTokenizer.from_pretrained(model_dir)
     prompts = [Prompt(f"p{i}", [tok.bos_token_id, *tok(t)["input_ids"]], t) for i, t in enumerate(texts)]
+    return model_dir, cfg, prompts
 
-    # 1. the full step on actors
+
+def run_steps(model_dir, cfg, prompts, rounds: int):
+    """``rounds`` full RL steps (after one warm-up step) on real Ray actors: each step's seconds,
+    its metrics, and one more batch's (prompt, completion) token ids."""
+    import ray
+
+    from actors.runtime import LearnerGroup, RolloutGroup, WeightPush
+    from rlft.collect import sampling_settings
+    from rlft.compose import build_driver
+
     ray.init(num_cpus=2 * THREADS, include_dashboard=False, log_to_driver=False)
-    rollouts = RolloutGroup(cfg, model_dir)
-    learners = LearnerGroup(cfg, model_dir, total_steps=100)
+    try:
+        rollouts = RolloutGroup(cfg, model_dir)
+        learners = LearnerGroup(cfg, model_dir, total_steps=100)
+        driver = build_driver(cfg, engine=rollouts, scorer=HashReward(), learner=learners,
+                              weights=WeightPush(learners, rollouts), train_prompts=prompts)
+        steps, metrics = [], []
+        for i in range(rounds + 1):
+            start = time.perf_counter()
+            m = driver.rl_step()
+            if i:  # the first step warms the engine up
+                steps.append(time.perf_counter() - start)
+                metrics.append(m)
+        batch = [(list(r.prompt_ids), list(r.completion_ids))
+                 for r in rollouts.generate(prompts, sampling_settings(cfg, 0))]
+        learners.shutdown()
+        rollouts.shutdown()
+    finally:
+        ray.shutdown()
+    return steps, metrics, batch
 
-    driver = build_driver(cfg, engine=rollouts, scorer=HashReward(), learner=learners,
-                    weights=WeightPush(learners, rollouts),
-                    train_prompts=prompts)
-    steps, phase = [], {"generate": [], "train": [], "sync": []}
-    for i in range(rounds + 1):
-        start = time.perf_counter()
-        m = driver.rl_step()
-        if i:  # the first step warms the engine up
-            steps.append(time.perf_counter() - start)
-            phase["generate"].append(m["time/generate"])
-            phase["train"].append(m["time/build"] + m["time/train"])
-            phase["sync"].append(m["sync/seconds"])
-    batch_samples = [(list(r.prompt_ids), list(r.completion_ids)) for r in rollouts.generate(prompts, sampling_settings(cfg, 0))]
-    learners.shutdown()
-    rollouts.shutdown()
-    ray.shutdown()
+
+def full_step(quick: bool, rounds: int, overrides: list[str] = ()) -> tuple[float, int, dict[str, float]]:
+    """Median seconds of the full RL step under ``overrides``, samples per step, median metrics."""
+    model_dir, cfg, prompts = setup(quick, overrides)
+    steps, metrics, _ = run_steps(model_dir, cfg, prompts, rounds)
+    median = {k: statistics.median(m.get(k, 0.0) for m in metrics) for k in metrics[0]}
+    return statistics.median(steps), cfg.rollout.prompts_per_step * cfg.rollout.group_size, median
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--rounds", type=int, default=None)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a config override for the rlft step (e.g. learner.precision=bf16)")
+    args = parser.parse_args()
+    rounds = args.rounds or (2 if args.quick else 3)
+    model_dir, cfg, prompts = setup(args.quick, args.set)
+    steps, metrics, batch_samples = run_steps(model_dir, cfg, prompts, rounds)
+    phase = {"generate": [m["time/generate"] for m in metrics],
+             "train": [m["time/build"] + m["time/train"] for m in metrics],
+             "sync": [m["sync/seconds"] for m in metrics]}
 
     # 2. the raw parts in this process, same prompts, sampling, batch and thread budget
     import torch

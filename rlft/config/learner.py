@@ -33,7 +33,7 @@ class CriticConfig(Section):
     """Clip the critic's global gradient norm; None disables clipping."""
     micro_batch_size: Annotated[int, Field(ge=1)] | None = None
     """At most this many sequences per forward/backward pass on one critic rank (None: no cap)."""
-    max_tokens_per_micro_batch: Annotated[int, Field(ge=1)] | None = 2048
+    max_tokens_per_micro_batch: Annotated[int, Field(ge=1)] | None = 1024
     """Token budget of one pass (rows x longest row), as ``learner.max_tokens_per_micro_batch``."""
     epochs: Annotated[int, Field(ge=1)] = 1
     """Critic optimizer steps per batch."""
@@ -76,12 +76,13 @@ class LearnerConfig(Section):
     micro_batch_size: Annotated[int, Field(ge=1)] | None = None
     """At most this many sequences per forward/backward pass on one rank (None: no cap). Without a
     token budget it is the fixed number of sequences per pass (gradient accumulation above it)."""
-    max_tokens_per_micro_batch: Annotated[int, Field(ge=1)] | None = 2048
+    max_tokens_per_micro_batch: Annotated[int, Field(ge=1)] | None = 1024
     """Token budget of one forward/backward pass: each mini-batch's samples are sorted by length and
     packed first-fit decreasing into passes costing at most this many token positions (rows x longest
     row padded, summed lengths packed); a longer sample gets a pass of its own. The loss and the
     gradient do not depend on the split. None: fixed ``micro_batch_size`` passes in sample order
-    (padding each to its longest sequence). Also used for the step-start and reference log-probs."""
+    (padding each to its longest sequence). Also used for the step-start and reference log-probs.
+    1024 measured fastest on a 2-core CPU (``bench/learner.py``); on a GPU raise it (8k-32k)."""
     packing: bool = False
     """Padding-free packing: each pass is one row of whole sequences end to end, positions restarting
     per sequence and attention confined to each (transformers' packed-sequence masks; varlen kernels

@@ -25,7 +25,7 @@ def test_describe_prints_name_default_and_description(capsys):
     assert main(["check", "--describe", "learner"]) == 0
     out = capsys.readouterr().out
     assert "learner.lr: 1e-06\n    Peak learning rate of AdamW.\n" in out
-    assert "learner.micro_batch_size: null\n" in out and "learner.max_tokens_per_micro_batch: 2048\n" in out
+    assert "learner.micro_batch_size: null\n" in out and "learner.max_tokens_per_micro_batch: 1024\n" in out
     assert "rollout." not in out  # only the section asked for
     assert main(["check", "--describe", "algo.loss.params"]) == 0  # {} keeps the function's own defaults
     text = " ".join(capsys.readouterr().out.split())
@@ -45,7 +45,7 @@ def test_describe_of_an_unknown_section_exits_2_with_the_closest(capsys):
 
 
 def test_the_defaults_shown_are_what_a_config_file_gets(tmp_path):
-    """A file gets the schema's defaults (lr 1e-6, a 2048-token micro-batch budget, loss params {}),
+    """A file gets the schema's defaults (lr 1e-6, a 1024-token micro-batch budget, loss params {}),
     never the demo's."""
     own = tmp_path / "mine.yaml"
     own.write_text("name: mine\n")
@@ -53,8 +53,8 @@ def test_the_defaults_shown_are_what_a_config_file_gets(tmp_path):
     assert cfg.model_dump(exclude={"name"}) == RunConfig().model_dump(exclude={"name"})
     shown = {d.path: d.default for d in field_docs()}
     budget = "learner.max_tokens_per_micro_batch"
-    assert (shown["learner.lr"], shown[budget], shown["algo.loss.params"]) == ("1e-06", "2048", "{}")
-    assert (cfg.learner.lr, cfg.learner.max_tokens_per_micro_batch, cfg.algo.loss.params) == (1e-6, 2048, {})
+    assert (shown["learner.lr"], shown[budget], shown["algo.loss.params"]) == ("1e-06", "1024", "{}")
+    assert (cfg.learner.lr, cfg.learner.max_tokens_per_micro_batch, cfg.algo.loss.params) == (1e-6, 1024, {})
 
 
 def test_the_embedded_demo_sets_its_own_values_in_its_yaml():
@@ -82,4 +82,4 @@ def test_check_says_whose_values_it_prints(tmp_path, capsys):
     assert main(["check", str(own), "--config-only"]) == 0
     out = capsys.readouterr().out
     assert f"config {own} is valid; below: what it gets (its values, and the schema's defaults" in out
-    assert "lr: 1.0e-06" in out and "max_tokens_per_micro_batch: 2048" in out
+    assert "lr: 1.0e-06" in out and "max_tokens_per_micro_batch: 1024" in out
