@@ -182,9 +182,11 @@ class LearnerWorker(DataParallelRank):
         packed = fb.padded(self._token_logprobs(self.model, fb))
         padded = self._token_logprobs(self.model, ForwardBatch.padded_from(c.input_ids, c.attention_mask).to(self.device))
         if not torch.allclose(packed * c.mask.to(self.device), padded * c.mask.to(self.device), atol=1e-3):
+            import transformers
+
             raise ValueError(
                 "learner.packing: this model's attention does not keep packed sequences apart (transformers "
-                f"{__import__('transformers').__version__}, attention "
+                f"{transformers.__version__}, attention "
                 f"'{getattr(self.model.config, '_attn_implementation', '?')}'); set learner.packing: false"
             )
 
