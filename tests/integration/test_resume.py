@@ -42,7 +42,8 @@ RUN = [
     "cluster.dashboard=false",
     "logging.progress=lines",
 ]
-VOLATILE = ("time", "time/", "throughput/", "sync/seconds", "sync/load_seconds")
+VOLATILE = ("time", "time/", "throughput/", "sync/seconds", "sync/load_seconds", "learner/tokens_per_s", "sft/tokens_per_s",
+            "perf/")
 PPO_EXAMPLE = str(Path(__file__).resolve().parents[2] / "examples" / "ppo.yaml")  # critic, KL in the reward
 ARGS = {
     "grpo": [*RUN, "algo.kl.coef=0.1"],  # the embedded default (no config file): the KL in the loss
