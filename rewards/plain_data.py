@@ -87,8 +87,8 @@ def decode(form: Any, deref: Callable[[int], Any] | None = None, max_depth: int 
     ``PlainDataError`` for anything else. ``deref(id)`` resolves ``["r", id]``; without it a
     reference is malformed.
 
-    >>> decode(["d", "k", ["s", 1, ["f", "nan"]]])
-    {'k': {1, nan}}
+    >>> decode(["d", "k", ["s", 1, ["f", "nan"]]])["k"] - {1}   # a set's order of nan is by identity
+    {nan}
     >>> decode(["l", 1.5])
     Traceback (most recent call last):
     ...

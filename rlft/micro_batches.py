@@ -16,12 +16,12 @@ the loss code sees the same tensors either way.
 
 >>> lengths = [3, 9, 4, 8]
 >>> plan_micro_batches(lengths, max_tokens=18)          # padded cost: rows x longest
-[[1, 3], [2, 0]]
+[[1, 3], [0, 2]]
 >>> plan_micro_batches(lengths, max_tokens=12, packed=True)   # packed cost: summed lengths
-[[1, 0], [3, 2]]
+[[0, 1], [2, 3]]
 >>> plan_micro_batches(lengths, max_seqs=3)            # no budget: fixed counts, in order
 [[0, 1, 2], [3]]
->>> round(padding_fraction([[1, 3], [2, 0]], lengths), 3)   # (9+8+4+3) of 2*9 + 2*4 slots
+>>> round(padding_fraction([[1, 3], [0, 2]], lengths), 3)   # (9+8+4+3) of 2*9 + 2*4 slots
 0.077
 >>> from rlft.types import TrainSample
 >>> fb = ForwardBatch.packed([TrainSample([5], [6, 7], [1.0, 1.0]), TrainSample([8, 9], [4], [1.0])])
@@ -56,8 +56,9 @@ def plan_micro_batches(
 
     With ``max_tokens``: first-fit decreasing over the samples sorted longest first (ties keep their
     order), each micro-batch holding at most ``max_seqs`` samples and costing at most ``max_tokens``
-    (``rows x longest`` padded, ``sum`` packed) unless it is a single sample. Without it: consecutive
-    groups of ``max_seqs`` samples in their given order (all of them when ``max_seqs`` is None).
+    (``rows x longest`` padded, ``sum`` packed) unless it is a single sample; within a micro-batch the
+    samples keep their order. Without it: consecutive groups of ``max_seqs`` samples in their given
+    order (all of them when ``max_seqs`` is None).
     """
     if max_tokens is not None and max_tokens < 1:
         raise ValueError(f"max_tokens must be >= 1 or None, got {max_tokens}")
@@ -83,7 +84,9 @@ def plan_micro_batches(
         else:
             bins.append([i])
             costs.append((length, length))
-    return bins
+    # within a pass the samples keep their batch order: a plan of one pass is then the old single
+    # padded pass exactly, bit for bit (the rows' order sets the order of the gradient's sums)
+    return [sorted(b) for b in bins]
 
 
 def padding_fraction(groups: Sequence[Sequence[int]], lengths: Sequence[int], *, packed: bool = False) -> float:

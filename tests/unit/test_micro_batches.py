@@ -42,15 +42,18 @@ def test_every_sample_lands_in_exactly_one_micro_batch_within_the_budget(lengths
         assert seqs is None or len(g) <= seqs
         cost = sum(lengths[i] for i in g) if packed else len(g) * max(lengths[i] for i in g)
         assert budget is None or cost <= budget or len(g) == 1
+    assert all(g == sorted(g) for g in plan)  # batch order within a pass
     if budget is None:  # the old fixed split: consecutive, in order
         assert [i for g in plan for i in g] == list(range(len(lengths)))
+    elif len(lengths) and budget >= len(lengths) * max(lengths) and seqs is None:
+        assert plan == [list(range(len(lengths)))]  # fits one pass: exactly the old single pass
 
 
 def test_sorting_by_length_removes_most_padding_of_a_long_tailed_batch():
     lengths = [130, 12, 14, 11, 13, 128, 12, 15]
     fixed = plan_micro_batches(lengths, max_seqs=4)  # [130, 12, 14, 11], [13, 128, 12, 15]
     budget = plan_micro_batches(lengths, max_tokens=260)
-    assert budget == [[0, 5], [7, 2, 4, 1, 6, 3]]
+    assert budget == [[0, 5], [1, 2, 3, 4, 6, 7]]  # longest first; batch order within a pass
     assert padding_fraction(fixed, lengths) == pytest.approx(1 - 335 / (4 * 130 + 4 * 128))
     assert padding_fraction(budget, lengths) == pytest.approx(1 - 335 / (2 * 130 + 6 * 15))
     assert padding_fraction(plan_micro_batches(lengths, max_tokens=260, packed=True), lengths, packed=True) == 0.0
