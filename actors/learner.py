@@ -143,6 +143,8 @@ class LearnerWorker(DataParallelRank):
         if algo_cfg.kl.coef > 0 and reference_model:
             self.ref_model = self._load_placed(model_path, frozen=True)
         self.pad_id = self.model.config.pad_token_id or 0
+        # the whole model's (an FSDP rank holds 1/world of it), for perf/mfu
+        self.num_params = sum(p.numel() for p in self.model.parameters()) * (world_size if self.sharded else 1)
         self.tokenizer_path = model_cfg.tokenizer or model_path
         self.optimizer = torch.optim.AdamW(
             [p for p in self.model.parameters() if p.requires_grad],
@@ -357,9 +359,8 @@ class LearnerWorker(DataParallelRank):
             "padding_fraction": 1.0 - s["input_tokens"] / max(s["input_slots"], 1.0),
         }
         if self.device.type == "cuda":
-            params = sum(p.numel() for p in self.model.parameters()) * (self.world_size if self.sharded else 1)
             # trained tokens: every epoch's forward + backward (the no-grad passes are not counted)
-            util = mfu(params, s["input_tokens"], peak["seconds"], torch.cuda.get_device_name(self.device))
+            util = mfu(self.num_params, s["input_tokens"], peak["seconds"], torch.cuda.get_device_name(self.device))
             if util is not None:
                 metrics["perf/mfu"] = util
         if self.algo.kl.coef > 0:  # the learner's own reference copy, or one sent with the batch

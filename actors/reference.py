@@ -17,9 +17,12 @@ Example (in-process, no Ray)::
 from __future__ import annotations
 
 from actors.distributed import DTYPES, resolve_device, load_causal_lm
-from rlft.config import ModelConfig
+from rlft.config import LearnerConfig, ModelConfig
 from rlft.micro_batches import Precision, cpu_bf16_support, resolve_precision, sequence_logprobs
 from rlft.types import TrainSample
+
+
+_LEARNER = LearnerConfig()  # the learner's micro-batching and precision defaults, which this copy mirrors
 
 
 class ReferenceWorker:
@@ -31,9 +34,9 @@ class ReferenceWorker:
         model_cfg: ModelConfig,
         *,
         temperature: float = 1.0,
-        micro_batch_size: int | None = None,
-        max_tokens_per_micro_batch: int | None = 1024,
-        precision: Precision = "fp32",
+        micro_batch_size: int | None = _LEARNER.micro_batch_size,
+        max_tokens_per_micro_batch: int | None = _LEARNER.max_tokens_per_micro_batch,
+        precision: Precision = _LEARNER.precision,
         device: str = "auto",
     ) -> None:
         self.device = resolve_device(device)

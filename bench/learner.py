@@ -72,7 +72,7 @@ def learner(model_dir: str, settings: dict):
 
 
 def run_workload(name: str, model_dir: str, vocab: int, rounds: int, variants: dict) -> None:
-    from rlft.micro_batches import padding_fraction, plan_micro_batches
+    from rlft.micro_batches import plan_micro_batches
 
     w = WORKLOADS[name]
     batch = make_batch(w["n"], w["mean"], w["longest"], vocab)
@@ -83,8 +83,7 @@ def run_workload(name: str, model_dir: str, vocab: int, rounds: int, variants: d
           f"{max(completions)}, {tokens} tokens")
     workers = {v: learner(model_dir, s) for v, s in variants.items()}
     times: dict[str, list[float]] = {v: [] for v in variants}
-    for worker in workers.values():  # warm-up
-        worker.train_step(batch)
+    padding = {v: worker.train_step(batch)["padding_fraction"] for v, worker in workers.items()}  # warm-up
     for _ in range(rounds):
         for v, worker in workers.items():
             start = time.perf_counter()
@@ -95,9 +94,8 @@ def run_workload(name: str, model_dir: str, vocab: int, rounds: int, variants: d
     for v, s in variants.items():
         plan = plan_micro_batches(lengths, max_tokens=s.get("max_tokens_per_micro_batch"),
                                   max_seqs=s.get("micro_batch_size"), packed=s.get("packing", False))
-        pad = padding_fraction(plan, lengths, packed=s.get("packing", False))
         speed = tokens / statistics.median(times[v])
-        print(f"  {v:<24}{len(plan):>7}{pad:>9.2f}{speed:>10.0f}{speed / base:>8.2f}   {workers[v].precision}")
+        print(f"  {v:<24}{len(plan):>7}{padding[v]:>9.2f}{speed:>10.0f}{speed / base:>8.2f}   {workers[v].precision}")
     if "budget 1024 bf16" in workers and workers["budget 1024 bf16"].precision == "bf16":
         import torch
 

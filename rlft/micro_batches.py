@@ -21,8 +21,6 @@ the loss code sees the same tensors either way.
 [[0, 1], [2, 3]]
 >>> plan_micro_batches(lengths, max_seqs=3)            # no budget: fixed counts, in order
 [[0, 1, 2], [3]]
->>> round(padding_fraction([[1, 3], [0, 2]], lengths), 3)   # (9+8+4+3) of 2*9 + 2*4 slots
-0.077
 >>> from rlft.types import TrainSample
 >>> fb = ForwardBatch.packed([TrainSample([5], [6, 7], [1.0, 1.0]), TrainSample([8, 9], [4], [1.0])])
 >>> fb.inputs["input_ids"].tolist(), fb.inputs["position_ids"].tolist()
@@ -87,14 +85,6 @@ def plan_micro_batches(
     # within a pass the samples keep their batch order: a plan of one pass is then the old single
     # padded pass exactly, bit for bit (the rows' order sets the order of the gradient's sums)
     return [sorted(b) for b in bins]
-
-
-def padding_fraction(groups: Sequence[Sequence[int]], lengths: Sequence[int], *, packed: bool = False) -> float:
-    """Share of the forward passes' token slots that hold padding (0 when packed: a packed row is
-    exactly as long as its sequences)."""
-    real = sum(lengths[i] for g in groups for i in g)
-    slots = sum(sum(lengths[i] for i in g) if packed else len(g) * max(lengths[i] for i in g) for g in groups if g)
-    return 1.0 - real / slots if slots else 0.0
 
 
 @dataclass(frozen=True)
