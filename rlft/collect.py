@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from rlft.batching import group_results, group_variances, outcome_advantages
-from rlft.config import RunConfig
+from rlft.config import RunConfig, StageConfig
 from rlft.curriculum import UniformSampler, build_sampler
 from rlft.curriculum.base import Sampler
 from rlft.roles import RewardFailureError, RewardScorer, RolloutEngine
@@ -42,12 +42,13 @@ logger = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class StepInfo:
     """Where the run is when a step collects: the 0-based global ``step``, the policy ``version``
-    the learner is at, and ``stage_end``, the global step at which the current stage ends (None: a
-    step run on its own, outside a stage)."""
+    the learner is at, ``stage_end``, the global step at which the current stage ends, and the
+    ``stage``'s config (both None: a step run on its own, outside a stage)."""
 
     step: int
     version: int
     stage_end: int | None = None
+    stage: StageConfig | None = None
 
 
 @dataclass(frozen=True)

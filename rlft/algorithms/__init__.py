@@ -5,6 +5,8 @@
 * ``POLICY_LOSSES``: ``fn(PolicyLossInputs, **params) -> LossOutput`` (``ppo_clip``, ``gspo``,
   ``cispo``, ``topr``, ``reinforce``, ``decoupled_ppo`` for stale rollouts); ``compute_policy_loss``
   adds truncated importance sampling.
+* ``SFT_LOSSES``: imitation objectives ``fn(logprobs, ref_logprobs, **params) -> [B, T]`` (``nll``,
+  ``dft``, ``asft``) for SFT and RFT stages and the SFT parts of RL stages.
 * ``KL_ESTIMATORS``: ``k1``, ``k2``, ``k3`` over ``(logprobs, ref_logprobs) -> [B, T]``.
 * ``aggregate``: per-token loss -> scalar (``token-mean``, ``seq-mean-token-mean``,
   ``seq-mean-token-sum-norm``).
@@ -31,6 +33,7 @@ from rlft.algorithms.policy_losses import (
     truncated_importance_weights,
 )
 from rlft.algorithms.registry import ParamError, Registry, RegistryError
+from rlft.algorithms.sft_losses import SFT_LOSSES
 
 __all__ = [
     "ADVANTAGES",
@@ -43,6 +46,7 @@ __all__ = [
     "PolicyLossInputs",
     "Registry",
     "RegistryError",
+    "SFT_LOSSES",
     "aggregate",
     "cispo",
     "compute_policy_loss",
