@@ -39,6 +39,7 @@ from actors.data_parallel import DataParallelRank, StepTally
 from actors.distributed import DTYPES, fsdp2_shard, load_causal_lm, resolve_device
 from rlft.algorithms import KL_ESTIMATORS
 from rlft.config import AlgoConfig, LearnerConfig, ModelConfig
+from rlft.config.stages import SFTLossChoice
 from rlft.micro_batches import (
     ForwardBatch,
     autocast,
@@ -50,13 +51,13 @@ from rlft.micro_batches import (
 )
 from rlft.plugins import import_plugin
 from rlft.training import (
-    SFT_OBJECTIVE,
     Objective,
     counted_sequences,
     loss_metric_names,
     lr_factor,
     micro_batch_loss,
     split_evenly,
+    sft_objective,
     staleness_sums,
     token_entropy,
     token_logprobs,
@@ -114,6 +115,7 @@ class LearnerWorker(DataParallelRank):
         seed: int = 0,
         fsdp: bool | None = None,
         reference_model: bool = True,
+        anchor_reference: bool = False,
         plugins: Sequence[str] = (),
     ) -> None:
         for spec in plugins:  # the config's plugins register the losses, KL estimators, weight syncs it names
@@ -140,7 +142,8 @@ class LearnerWorker(DataParallelRank):
         self.model = self._load_placed(model_path)
         self.ref_model = None
         # without its own copy (cluster.reference.placement=separate) the batch brings ref_logprobs
-        if algo_cfg.kl.coef > 0 and reference_model:
+        # (``anchor_reference``: an SFT objective of the run, ASFT, anchors to it without a KL term)
+        if (algo_cfg.kl.coef > 0 or anchor_reference) and reference_model:
             self.ref_model = self._load_placed(model_path, frozen=True)
         self.pad_id = self.model.config.pad_token_id or 0
         # the whole model's (an FSDP rank holds 1/world of it), for perf/mfu
@@ -196,13 +199,14 @@ class LearnerWorker(DataParallelRank):
     # The train step
 
     def train_step(
-        self, shard: TrainBatch, *, supervised: bool = False, lr: float | None = None
+        self, shard: TrainBatch, *, sft: SFTLossChoice | None = None, lr: float | None = None
     ) -> dict[str, float]:
         """Apply ``mini_batches x ppo_epochs`` optimizer steps to this rank's shard; the metrics
         describe the global batch and are identical on every rank.
 
-        ``supervised``: an SFT step (negative log-likelihood of the completion tokens, token-mean,
-        no KL) on the same model and optimizer. ``lr`` replaces ``learner.lr`` as the peak learning
+        ``sft``: an SFT step with that objective (``nll``: negative log-likelihood of the
+        completion tokens, token-mean, no KL; ``asft`` reads the reference) on the same model and
+        optimizer. ``lr`` replaces ``learner.lr`` as the peak learning
         rate of this step (a stage's own rate); the schedule still applies.
 
         Off-policy metrics, from the step-start log-probs (``staleness_sums``): ``logprob_mismatch_*``
@@ -212,16 +216,19 @@ class LearnerWorker(DataParallelRank):
         reported only when some rank has such tokens."""
         started = time.perf_counter()
         cfg = self.cfg
-        objective = SFT_OBJECTIVE if supervised else self.objective
+        objective = self.objective if sft is None else sft_objective(sft.name, sft.params)
+        supervised = objective.supervised
         metric_names = loss_metric_names(objective) if supervised else self.loss_metric_names
         lr = (cfg.lr if lr is None else lr) * lr_factor(
             self.version, warmup_steps=cfg.warmup_steps, total_steps=self.total_steps, schedule=cfg.lr_schedule
         )
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        if (not supervised and self.algo.kl.coef > 0 and self.ref_model is None
-                and any(s.ref_logprobs is None for s in shard.samples)):
-            raise ValueError("algo.kl.coef > 0 with a separate reference model: every sample needs ref_logprobs")
+        # the reference's log-probs: for a KL term or metric (RL with algo.kl.coef > 0), or ASFT's anchor
+        reference = objective.needs_reference or (not supervised and self.algo.kl.coef > 0)
+        if reference and self.ref_model is None and any(s.ref_logprobs is None for s in shard.samples):
+            raise ValueError("a KL term or an anchored SFT objective with a separate reference model: every "
+                             "sample needs ref_logprobs")
         plan = self._plan(list(shard.samples))
         local = [[sum(float(m.mask.sum()) for m in mb), sum(counted_sequences(m.mask) for m in mb)]
                  for mb in plan]
@@ -231,8 +238,8 @@ class LearnerWorker(DataParallelRank):
         # completion of the global batch (the same on every rank, whatever the split)
         longest = max((len(s.completion_ids) for s in shard.samples), default=1)
         max_len = self.max_len or int(self._all_reduce(torch.tensor([longest]), op=dist.ReduceOp.MAX))
-        if cfg.ppo_epochs > 1 or cfg.mini_batches > 1 or (self.ref_model is not None and not supervised):
-            self._fill_step_start_logprobs(plan, reference=not supervised)
+        if cfg.ppo_epochs > 1 or cfg.mini_batches > 1 or (self.ref_model is not None and reference):
+            self._fill_step_start_logprobs(plan, reference=reference)
 
         names = ["loss", "policy_loss", "kl_loss", "entropy", "kl", "token_passes", "input_tokens", "input_slots",
                  *_STALENESS_SUMS, *metric_names]

@@ -42,7 +42,9 @@ from actors.reward import RewardWorker
 from actors.rollout import CONTROL_GROUP, RolloutWorker
 from actors.weight_sync import SyncStats
 from rlft.balance import assign_balanced
+from rlft.algorithms.sft_losses import needs_reference
 from rlft.config import RewardFunctionConfig, RunConfig
+from rlft.config.stages import SFTLossChoice
 from rlft.placement import Plan, RolePlan, plan_run
 from rlft.types import Prompt, Rollout, SamplingSettings, Scores, TrainBatch, TrainSample
 from rewards.compose import combine
@@ -216,6 +218,7 @@ class LearnerGroup:
                     "total_steps": total_steps,
                     "seed": cfg.seed,
                     "reference_model": not separate,
+                    "anchor_reference": cfg.anchors_to_reference,
                     "plugins": list(cfg.plugins),
                 },
             )
@@ -246,18 +249,20 @@ class LearnerGroup:
         self.sync_params = dict(cfg.rollout.weight_sync_params)
 
     def train_step(
-        self, batch: TrainBatch, *, supervised: bool = False, lr: float | None = None
+        self, batch: TrainBatch, *, sft: SFTLossChoice | None = None, lr: float | None = None
     ) -> dict[str, float]:
         """One learner step on ``batch`` (sharded across ranks); the global metrics.
-        ``supervised`` makes it an SFT step; ``lr`` overrides the peak learning rate. With a
-        separate reference actor, it scores the batch first (``learner/reference_s``: its seconds)."""
+        ``sft`` makes it an SFT step with that objective; ``lr`` overrides the peak learning rate.
+        With a separate reference actor, it scores the batch first when the step reads the
+        reference (``learner/reference_s``: its seconds)."""
         timing: dict[str, float] = {}
-        if self.reference is not None and not supervised and any(s.ref_logprobs is None for s in batch.samples):
+        reads_reference = sft is None or needs_reference(sft.name)
+        if self.reference is not None and reads_reference and any(s.ref_logprobs is None for s in batch.samples):
             start = time.perf_counter()
             batch = self.with_reference_logprobs(batch)
             timing["reference_s"] = time.perf_counter() - start
         shards = [(batch.shard(rank, self.n),) for rank in range(self.n)]
-        metrics = self.workers.call_each(LearnerWorker.train_step, shards, supervised=supervised, lr=lr)[0]
+        metrics = self.workers.call_each(LearnerWorker.train_step, shards, sft=sft, lr=lr)[0]
         return {**metrics, **timing}
 
     def reference_logprobs(self, samples: list[TrainSample]) -> list[list[float]]:

@@ -50,10 +50,23 @@ class Prepared:
 
 
 def held_out_of(train_path: str) -> str:
-    """``builtin:<task>[:train]`` -> ``builtin:<task>:eval``; other data must name its eval_path."""
+    """The held-out split of a built-in task: ``builtin:<task>[:<split>]`` -> ``builtin:<task>:<split>_eval``
+    when the task has that split, else ``builtin:<task>:eval``; other data must name its eval_path.
+
+    >>> held_out_of("builtin:arithmetic"), held_out_of("builtin:long_addition:train")
+    ('builtin:arithmetic:eval', 'builtin:long_addition:eval')
+    >>> held_out_of("builtin:long_addition:hard")
+    'builtin:long_addition:hard_eval'
+    """
     if not train_path.startswith(BUILTIN_PREFIX):
         raise DataError("data.eval_path is required when data.train_path is not a built-in task")
-    return f"{BUILTIN_PREFIX}{train_path[len(BUILTIN_PREFIX):].split(':')[0]}:eval"
+    name, _, split = train_path[len(BUILTIN_PREFIX):].partition(":")
+    try:
+        splits = get_task(name).splits
+    except KeyError:  # loading the train path reports the unknown task, with the available ones
+        splits = ()
+    held_out = f"{split}_eval" if split and f"{split}_eval" in splits else "eval"
+    return f"{BUILTIN_PREFIX}{name}:{held_out}"
 
 
 def resolve_model(cfg: RunConfig, run_dir: Path, path: str | None = None) -> str:

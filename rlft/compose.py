@@ -6,7 +6,8 @@
 * the collector: ``PipelinedCollector`` with ``rollout.max_staleness > 0`` (it needs ``stream``),
   else ``SyncCollector`` (dynamic sampling included);
 * the batch builder: ``CriticBuilder`` with ``critic:`` in the config (it needs ``critic``; the
-  learner then also serves the KL's reference log-probs), else ``OutcomeBuilder``.
+  learner then also serves the KL's reference log-probs), else ``OutcomeBuilder``;
+* for ``kind: rft`` stages: ``rlft.rft.RFTCollector`` and ``ImitationBuilder``.
 
 >>> from rlft.config import load_config
 >>> from rlft.types import Prompt, Rollout
@@ -17,7 +18,7 @@
 ...     def score(self, rollouts):
 ...         return [float(r.completion_ids[0] % 2) for r in rollouts]
 >>> class Learner:
-...     def train_step(self, batch, *, supervised=False, lr=None):
+...     def train_step(self, batch, *, sft=None, lr=None):
 ...         return {"samples": float(len(batch))}
 >>> class Weights:
 ...     def push(self, version):
@@ -46,10 +47,12 @@ from typing import Any
 from rlft.builders import BatchBuilder, OutcomeBuilder
 from rlft.collect import Collector, Prompts, SFTExamples, SyncCollector
 from rlft.config import RunConfig
-from rlft.driver import Driver, Parts
+from rlft.driver import Driver
+from rlft.parts import Parts, StepParts
 from rlft.evaluation import Evaluator
 from rlft.pipeline import GroupStream, PipelinedCollector
 from rlft.ppo_step import Critic, CriticBuilder
+from rlft.rft import ImitationBuilder, RFTCollector
 from rlft.roles import Learner, MetricsSink, RewardScorer, RolloutEngine, WeightSync
 from rlft.types import Prompt, TrainSample
 
@@ -85,8 +88,9 @@ def parts(
         builder = CriticBuilder(cfg, critic, learner)  # type: ignore[arg-type]  # the learner scores the reference
     else:
         builder = OutcomeBuilder(cfg)
+    rft = StepParts(RFTCollector(cfg, engine, scorer, prompts, clock=clock), ImitationBuilder())  # kind: rft stages
     return Parts(collector, builder, learner, weights, prompts, Evaluator(cfg, engine, scorer, eval_prompts),
-                 SFTExamples(sft_examples, seed=cfg.seed) if sft_examples else None)
+                 SFTExamples(sft_examples, seed=cfg.seed) if sft_examples else None, rft)
 
 
 def build_driver(

@@ -12,13 +12,14 @@ One RL step reads as its phases::
 
 The parts are Protocols (``rlft.collect.Collector``, ``rlft.builders.BatchBuilder``,
 ``rlft.roles.Learner`` / ``WeightSync``): fakes in unit tests, Ray actor groups in production.
-``rlft.compose.build_driver`` picks them from the config; a new way to collect (multi-turn
-episodes) or to build a batch (demonstrations mixed in) is a new part, not a branch here.
+``rlft.compose.build_driver`` picks them (``rlft.parts``); a new way to collect or to build a
+batch is a new part, not a branch here. An RFT step is such a step with the RFT parts.
 
-A run is a list of stages (``sft``, ``rl``); SFT steps train the same learner on prompt + reference
-completion and sync the weights when the stage ends. An RL stage right after an SFT stage measures
-its KL against a snapshot of the policy the SFT stage left (``algo.kl.reference``). Where the run
-stands, its checkpoints and their restore are ``rlft.run_state.RunState``. A stop request (the first
+A run is a list of stages (``sft``, ``rft``, ``rl``); SFT steps train the same learner on prompt +
+reference completion and sync the weights when the stage ends. A stage with ``until`` may end
+early on a held-out check (``rlft.stopping``). An RL stage right after an SFT stage measures its KL
+against a snapshot of the policy the SFT stage left (``algo.kl.reference``). Where the run stands,
+its checkpoints and their restore are ``rlft.run_state.RunState``. A stop request (the first
 Ctrl-C / SIGTERM) ends the run after the current step with a checkpoint.
 """
 
@@ -26,17 +27,16 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from rlft.batching import reward_metrics, rewards_by_group, sample_rows, version_lag_metrics
-from rlft.builders import BatchBuilder
-from rlft.collect import Collected, Collector, Prompts, SFTExamples, StepInfo
-from rlft.config import RunConfig, StageConfig, stage_names
-from rlft.roles import Learner, MetricsSink, NonFiniteError, RewardFailureError, SampleSink, WeightSync
-from rlft.run_state import RunState, RunSummary
+from rlft.collect import Collected, StepInfo
+from rlft.config import RunConfig, SFTLossChoice, StageConfig, stage_names
+from rlft.parts import Parts, StepParts
+from rlft.roles import MetricsSink, NonFiniteError, RewardFailureError, SampleSink
+from rlft.run_state import RunState, RunSummary, snapshots_reference
 from rlft.signal_watch import SignalWatch, watches_signal
 from rlft.timing import Phases
 from rlft.types import TrainBatch
@@ -47,37 +47,12 @@ logger = logging.getLogger(__name__)
 
 
 def prefixed(role: str, metrics: dict[str, float]) -> dict[str, float]:
-    """``role/name`` for a role's metrics; a name with its own namespace (``perf/mfu``) keeps it."""
-    return {k if "/" in k else f"{role}/{k}": v for k, v in metrics.items()}
+    """``role/name`` for a role's metrics; a name with its own namespace (``perf/mfu``) keeps it.
 
-
-def snapshots_reference(cfg: RunConfig, index: int) -> bool:
-    """Whether RL stage ``index`` measures its KL against the policy as the SFT stage right before
-    it left it (``algo.kl.reference: after_sft`` with a KL term), rather than the reference it had.
-
-    >>> from rlft.config import load_config
-    >>> sft_then_rl = ["algo.kl.coef=0.1", "stages=[{kind: sft, steps: 5}, {kind: rl, steps: 5}]"]
-    >>> snapshots_reference(load_config(overrides=sft_then_rl), 1)
-    True
-    >>> snapshots_reference(load_config(overrides=[*sft_then_rl, "algo.kl.reference=base"]), 1)
-    False
+    >>> prefixed("learner", {"loss": 0.5, "perf/mfu": 0.4})
+    {'learner/loss': 0.5, 'perf/mfu': 0.4}
     """
-    kl = cfg.algo.kl
-    return kl.coef > 0 and kl.reference == "after_sft" and index > 0 and cfg.stages[index - 1].kind == "sft"
-
-
-@dataclass(frozen=True)
-class Parts:
-    """What a step is made of: how it collects, how it builds a batch, the learner and the weight
-    sync; the training prompts and their curriculum, the held-out evaluation, the SFT examples."""
-
-    collector: Collector
-    builder: BatchBuilder
-    learner: Learner
-    weights: WeightSync
-    prompts: Prompts
-    evaluate: Callable[[], dict[str, float]] = dict
-    sft: SFTExamples | None = None
+    return {k if "/" in k else f"{role}/{k}": v for k, v in metrics.items()}
 
 
 class Driver:
@@ -94,6 +69,7 @@ class Driver:
         self.watch = SignalWatch(warn=logger.warning, enabled=watches_signal(cfg))  # steps without signal
         self.stage_end: int | None = None  # the global step at which the current stage ends
         self.stop_requested = False  # set from a signal handler: stop at the next step boundary
+        self.served: int | None = 0  # the policy version the engines serve (None: unknown)
 
     def run(self) -> RunSummary:
         """Run the stages from where the run stands (the start, or a restored checkpoint). On
@@ -104,13 +80,14 @@ class Driver:
                 if index < s.stage_index:
                     continue
                 self.stage_end = s.step + stage.steps - s.stage_step
+                s.start_stage(stage)
                 if stage.kind == "sft":
                     self.run_sft(stage, name)
                 else:
                     if s.stage_step == 0 and snapshots_reference(self.cfg, index):
                         s.snapshot_reference(name)
                     self.run_rl(stage, name)
-                s.stage_index, s.stage_step = index + 1, 0
+                s.end_stage()
             s.checkpoint()
         except KeyboardInterrupt:
             if self.cfg.checkpoint.on_interrupt:
@@ -119,34 +96,51 @@ class Driver:
         s.summary.steps, s.summary.version = s.step, s.version
         return s.summary
 
+    def steps(self, stage: StageConfig, name: str) -> Iterator[int]:
+        """The stage's steps still to run (their index in the stage): up to ``stage.steps``, or
+        fewer when its ``until`` rule ends it on a held-out check (run on the current weights)."""
+        s = self.state
+        while s.stage_step < stage.steps:
+            if s.stop is not None and s.stop.due(s.stage_step):
+                self.push()
+                if s.stop.observe(self.evaluate(f"{name}_step{s.step}"), at=s.stage_step):
+                    logger.warning("stage %s ends: %s", name, s.stop.reason)
+            if s.stop is not None and s.stop.stopped:
+                return
+            yield s.stage_step
+
     def run_sft(self, stage: StageConfig, name: str) -> None:
         if self.parts.sft is None:
             raise ValueError(f"stage '{name}' is SFT but the data has no reference completions")
-        for _ in range(self.state.stage_step, stage.steps):
+        for _ in self.steps(stage, name):
             start = self.clock()
             self.state.begin_step()
-            metrics = self._train(self.parts.sft.batch(stage.batch_size), supervised=True, lr=stage.lr)
+            metrics = self._train(self.parts.sft.batch(stage.batch_size), sft=stage.objective, lr=stage.lr)
             self._finish(prefixed("sft", metrics), name, start)
-        self.parts.weights.push(self.state.version)  # the engines serve the warmed-up model from here on
+        self.push()  # the engines serve the warmed-up model from here on
 
     def run_rl(self, stage: StageConfig, name: str) -> None:
+        """An RL or RFT stage: held-out evaluations before and after, the step's parts by kind."""
         if self.state.stage_step == 0:
             self.evaluate(f"before_{name}")
         every = self.cfg.evaluation.every
-        for i in range(self.state.stage_step, stage.steps):
-            self.rl_step(name, lr=stage.lr)
+        for i in self.steps(stage, name):
+            self.rl_step(name, stage=stage)
             if every and (i + 1) % every == 0 and i + 1 < stage.steps:
                 self.evaluate(f"{name}_step{self.state.step}")
         self.evaluate(f"after_{name}")
 
-    def rl_step(self, stage_name: str = "rl", lr: float | None = None) -> dict[str, float]:
-        """One RL step: collect -> build -> update -> sync -> finish; returns (and logs) its metrics."""
+    def rl_step(self, stage_name: str = "rl", stage: StageConfig | None = None) -> dict[str, float]:
+        """One step of an RL (or RFT) stage: collect -> build -> update -> sync -> finish; returns
+        (and logs) its metrics."""
         s, phases, start = self.state, Phases(self.clock), self.clock()
+        step = self.parts.for_stage(stage)
         s.begin_step()
-        collected = self.parts.collector.collect(StepInfo(s.step, s.version, self.stage_end))
+        collected = step.collector.collect(StepInfo(s.step, s.version, self.stage_end, stage))
         with phases("time/build"):
-            batch, built = self.parts.builder.build(collected, s.version)
-        metrics = {**self._observed(collected), **built, **self._update(batch, lr, phases),
+            batch, built = step.builder.build(collected, s.version)
+        metrics = {**self._observed(collected), **built,
+                   **self._update(step, batch, stage.lr if stage else None, phases),
                    **collected.timings, **phases.timings}
         self._log_samples(collected, stage_name)
         self._finish(metrics, stage_name, start)
@@ -161,26 +155,27 @@ class Driver:
                 **self.watch.observe(self.state.step + 1, groups, self.cfg.rollout.prompts_per_step),
                 "prompt_ids": c.prompt_ids}  # logged: a resumed run's data is checkable
 
-    def _update(self, batch: TrainBatch, lr: float | None, phases: Phases) -> dict[str, float]:
+    def _update(self, step: StepParts, batch: TrainBatch, lr: float | None, phases: Phases) -> dict[str, float]:
         """The builder's hook, the policy update and the weight sync of a non-empty batch."""
         if len(batch) == 0:  # everything filtered or failed: no update, nothing to sync
             logger.warning("step %d: no trainable samples (all groups filtered or failed)", self.state.step + 1)
             return {"batch/skipped": 1.0}
         with phases("time/train"):
             self.state.learner_ahead = True  # the hook may update a critic: past the step's boundary
-            metrics, trains = self.parts.builder.before_update(batch)
+            metrics, trains = step.builder.before_update(batch)
             if trains:
-                metrics.update(prefixed("learner", self._train(batch, lr=lr)))
+                metrics.update(prefixed("learner", self._train(batch, sft=step.sft, lr=lr)))
         if trains:
             with phases("time/sync"):
-                metrics.update(self.parts.weights.push(self.state.version))
+                metrics.update(self.push())
         return metrics
 
-    def _train(self, batch: TrainBatch, *, supervised: bool = False, lr: float | None = None) -> dict[str, float]:
+    def _train(self, batch: TrainBatch, *, sft: SFTLossChoice | None = None, lr: float | None = None
+               ) -> dict[str, float]:
         """One learner step; counts the version and stops after too many non-finite skips in a row."""
         s = self.state
         s.learner_ahead = True
-        metrics = self.parts.learner.train_step(batch, supervised=supervised, lr=lr)
+        metrics = self.parts.learner.train_step(batch, sft=sft, lr=lr)
         s.version += 1
         skipped = metrics.get("skipped_steps", 0.0) >= metrics.get("optimizer_steps", 1.0) > 0
         s.consecutive_skips = s.consecutive_skips + 1 if skipped else 0
@@ -193,8 +188,19 @@ class Driver:
             )
         return metrics
 
+    def push(self) -> dict[str, float]:
+        """The engines get the learner's current weights (nothing to do when they serve them)."""
+        if self.served == self.state.version:
+            return {}
+        metrics = self.parts.weights.push(self.state.version)
+        self.served = self.state.version
+        return metrics
+
     def evaluate(self, label: str) -> dict[str, float]:
-        """Held-out accuracy, pass@k and mean reward (``rlft.evaluation``), kept under ``label``."""
+        """Held-out accuracy, pass@k and mean reward (``rlft.evaluation``), kept under ``label``;
+        an evaluation already kept under ``label`` (a resumed run's) is not run again."""
+        if label in self.state.summary.evaluations:
+            return self.state.summary.evaluations[label]
         start = self.clock()
         metrics = self.parts.evaluate()
         if metrics:
@@ -230,4 +236,5 @@ class Driver:
         """Continue from ``checkpoint`` (``RunState.restore``); the engines, which start from the
         base model, get the restored weights."""
         self.state.restore(checkpoint)
-        self.parts.weights.push(self.state.version)
+        self.served = None
+        self.push()

@@ -162,7 +162,7 @@ def plan_run(cfg: RunConfig) -> Plan:
         roles.append(RolePlan("learner", n_learn, learner_bundle, c.learner.strategy, "learner"))
         groups.append(GroupPlan("learner", c.learner.strategy, tuple(dict(learner_bundle) for _ in range(n_learn))))
 
-    if cfg.algo.kl.coef > 0:
+    if cfg.uses_reference:
         ref = c.reference
         if ref.placement == "separate":
             b = _bundle(ref.cpus, ref.gpus, ref.resources)

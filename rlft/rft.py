@@ -23,12 +23,14 @@ each prompt has the accepted completions it wants (``wanted``) or its budget is 
 >>> echo = Echo()
 >>> collector = RFTCollector(cfg, echo, echo, Prompts(cfg, [Prompt("a", [5]), Prompt("b", [6])]))
 >>> c = collector.collect(StepInfo(0, 0, stage=StageConfig(kind="rft", steps=1, rft={"samples": 4})))
->>> [(r.group_id, r.completion) for r in c.rollouts]  # 3 of 4 accepted per prompt, 1 distinct path
+>>> kept = [(r.group_id, r.completion) for r, a in zip(c.rollouts, c.advantages) if a is not None]
+>>> kept  # 3 of 4 accepted per prompt, 1 distinct path each
 [(0, '1+1=2 so 2'), (1, '1+1=2 so 2')]
->>> c.metrics["rft/sampled"], c.metrics["rft/accepted"], c.metrics["rft/kept"], c.advantages
-(8.0, 6.0, 2.0, [1.0, 1.0])
+>>> c.metrics["rft/sampled"], c.metrics["rft/accepted"], c.metrics["rft/kept"], c.advantages[:4]
+(8.0, 6.0, 2.0, [1.0, None, None, None])
 >>> stage = StageConfig(kind="rft", steps=1, rft={"samples": 4, "dedup": "normalized"})
->>> [r.completion for r in collector.collect(StepInfo(1, 1, stage=stage)).rollouts]
+>>> c2 = collector.collect(StepInfo(1, 1, stage=stage))
+>>> [r.completion for r, a in zip(c2.rollouts, c2.advantages) if a is not None]
 ['1+1=2 so 2', '1 + 1 = 2, So 2', '1+1=2 so 2', '1 + 1 = 2, So 2']
 >>> batch, m = ImitationBuilder().build(c, version=0)
 >>> batch.samples[0].completion_ids, batch.samples[0].advantages, m
@@ -187,9 +189,10 @@ class RFTCollector:
     the hard ones), which would count their failures again.
 
     Each prompt's accepted completions, in sampling order, are de-duplicated by ``reasoning_key``
-    (the first of each key kept), at most ``rft.max_per_prompt``. The ``Collected`` holds them with
-    ``group_id`` = their prompt's position in ``indices`` (every drawn prompt, kept or not) and
-    advantage 1; a step where nothing is accepted has no rollouts (the driver skips its update).
+    (the first of each key kept), at most ``rft.max_per_prompt``. The ``Collected`` holds every
+    sample of the step (so rewards, the signal watch and sample logs see them all) with ``group_id``
+    = its prompt's position in ``indices``; the kept ones have advantage 1, the others None (not
+    trained). A step where nothing is accepted trains on nothing (the driver skips its update).
     """
 
     def __init__(self, cfg: RunConfig, engine: RolloutEngine, scorer: RewardScorer, prompts: Prompts,
@@ -257,7 +260,8 @@ class RFTCollector:
             "throughput/tokens_per_s": tokens / max(phases.timings["time/generate"], 1e-9),  # every generated token
             **restart_metrics(self.engine, self.scorer),
         }
-        return Collected(list(indices), [pool[p] for p in chosen], select(scores, chosen), [1.0] * len(chosen),
+        keep = set(chosen)
+        return Collected(list(indices), pool, scores, [1.0 if p in keep else None for p in range(len(pool))],
                          metrics, phases.timings, [p.prompt_id for p in prompts])
 
     def state_dict(self) -> list[dict[str, Any]]:
@@ -269,9 +273,10 @@ class RFTCollector:
 
 
 class ImitationBuilder(BatchBuilder):
-    """The collected completions as demonstrations: each one a sample with weight 1 on every
-    completion token, for the stage's SFT objective (RFT). Nothing is filtered: every collected
-    completion was accepted, so zero-variance groups are the rule here, not noise.
+    """The kept completions as demonstrations: each one a sample with weight 1 on every
+    completion token, for the stage's SFT objective (RFT). Kept are the collected completions with
+    an advantage (``RFTCollector`` gives the accepted, distinct ones 1 and the others None); groups
+    without reward spread are not dropped: accepted completions are the rule here, not noise.
 
     The completion tokens are taken as the engine returned them. vLLM keeps the token that ended a
     completion in its ``token_ids`` (``vllm.v1.core.sched.utils.check_stop`` appends the sampled token
@@ -293,7 +298,7 @@ class ImitationBuilder(BatchBuilder):
     def build(self, collected: Collected, version: int) -> tuple[TrainBatch, dict[str, float]]:
         samples = [TrainSample(list(r.prompt_ids), list(r.completion_ids), [1.0] * len(r.completion_ids),
                                policy_version=r.policy_version)  # kept: the learner logs the version lag
-                   for r in collected.rollouts]
+                   for r, a in zip(collected.rollouts, collected.advantages) if a is not None]
         tokens = sum(len(s.completion_ids) for s in samples)
         return TrainBatch(samples), {"batch/samples": float(len(samples)), "batch/tokens": float(tokens)}
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol, runtime_checkable
 
+from rlft.config import SFTLossChoice
 from rlft.types import Prompt, Rollout, SamplingSettings, Scores, TrainBatch
 
 
@@ -38,8 +39,10 @@ class NonFiniteError(RuntimeError):
 
 class Learner(Protocol):
     def train_step(
-        self, batch: TrainBatch, *, supervised: bool = False, lr: float | None = None
-    ) -> dict[str, float]: ...
+        self, batch: TrainBatch, *, sft: SFTLossChoice | None = None, lr: float | None = None
+    ) -> dict[str, float]:
+        """One update on ``batch``: the RL objective, or with ``sft`` imitation by that SFT objective."""
+        ...
 
     def save_checkpoint(self, path: str, *, weights_only: bool = False) -> str: ...
 

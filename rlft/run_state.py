@@ -43,10 +43,27 @@ from rlft.checkpointing import (
     step_dir_name,
 )
 from rlft.collect import Collector
-from rlft.config import RunConfig, save_config
+from rlft.config import RunConfig, StageConfig, save_config
 from rlft.roles import Learner
+from rlft.stopping import StopRule
 
 logger = logging.getLogger(__name__)
+
+
+def snapshots_reference(cfg: RunConfig, index: int) -> bool:
+    """Whether RL stage ``index`` measures its KL against the policy as the SFT stage right before
+    it left it (``algo.kl.reference: after_sft`` with a KL term), rather than the reference it had.
+
+    >>> from rlft.config import load_config
+    >>> sft_then_rl = ["algo.kl.coef=0.1", "stages=[{kind: sft, steps: 5}, {kind: rl, steps: 5}]"]
+    >>> snapshots_reference(load_config(overrides=sft_then_rl), 1)
+    True
+    >>> snapshots_reference(load_config(overrides=[*sft_then_rl, "algo.kl.reference=base"]), 1)
+    False
+    """
+    kl = cfg.algo.kl
+    return (kl.coef > 0 and kl.reference == "after_sft" and index > 0 and cfg.stages[index].kind == "rl"
+            and cfg.stages[index - 1].kind == "sft")
 
 
 class Stateful(Protocol):
@@ -83,6 +100,17 @@ class RunState:
         self.failed_checkpoints = 0
         self.learner_ahead = False  # the learner (or critic) applied an update not counted yet
         self._boundary: dict[str, Any] | None = None  # the state at the current step's start
+        self.stop: StopRule | None = None  # the current stage's ``until`` rule
+        self._until: dict[str, Any] | None = None  # a restored stage's rule state, until the stage resumes
+
+    def start_stage(self, stage: StageConfig) -> None:
+        """Begin (or, restored mid-stage, continue) ``stage``: its ``until`` rule, with the state
+        the checkpoint held for it."""
+        state, self._until = (self._until if self.stage_step > 0 else None), None
+        self.stop = StopRule(stage.until, state) if stage.until is not None else None
+
+    def end_stage(self) -> None:
+        self.stage_index, self.stage_step, self.stop = self.stage_index + 1, 0, None
 
     def begin_step(self) -> None:
         """Remember the state at the step's start (an interrupt checkpoint is taken from it)."""
@@ -107,6 +135,7 @@ class RunState:
             "rng": rng_state(),
             "pipeline": self.collector.state_dict(),  # prompts drawn for steps not trained yet
             "builder": self.builder.state_dict(),
+            "until": self.stop.state_dict() if self.stop is not None else None,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -121,6 +150,7 @@ class RunState:
         set_rng_state(state["rng"])
         self.collector.load_state_dict(state.get("pipeline", []))  # regenerated, not redrawn
         self.builder.load_state_dict(state["builder"] if "builder" in state else state.get("ppo"))
+        self._until = state.get("until")  # the stage's rule continues from it (``start_stage``)
 
     def restore(self, checkpoint: str | Path) -> None:
         """Continue from ``checkpoint``: the learner's, the builder's and the run's state (the

@@ -27,7 +27,8 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from rlft.algorithms import KL_ESTIMATORS, LossOutput, PolicyLossInputs, aggregate, compute_policy_loss
+from rlft.algorithms import KL_ESTIMATORS, SFT_LOSSES, LossOutput, PolicyLossInputs, aggregate, compute_policy_loss
+from rlft.algorithms.sft_losses import needs_reference
 
 Schedule = Literal["constant", "linear", "cosine"]
 
@@ -326,10 +327,25 @@ class Objective:
     tis_cap: float | None = None
     kl_estimator: str = "k3"
     kl_coef: float = 0.0  # > 0 adds ``kl_coef * aggregate(KL)`` to the loss
-    supervised: bool = False  # SFT: negative log-likelihood of the completion tokens, no policy loss
+    supervised: bool = False  # SFT: ``loss_name`` is an SFT objective (``SFT_LOSSES``), no policy loss
+
+    @property
+    def needs_reference(self) -> bool:
+        """Whether the loss reads the reference policy's log-probs (a KL term, or ASFT's anchor)."""
+        return needs_reference(self.loss_name) if self.supervised else self.kl_coef > 0
 
 
-SFT_OBJECTIVE = Objective("sft", {}, "token-mean", supervised=True)
+def sft_objective(name: str = "nll", params: dict[str, Any] | None = None) -> Objective:
+    """The objective of an SFT step with the SFT loss ``name`` (``rlft.algorithms.SFT_LOSSES``),
+    averaged over the demonstration tokens of the whole batch.
+
+    >>> sft_objective("asft", {"kl_coef": 0.1}).needs_reference, SFT_OBJECTIVE.loss_name
+    (True, 'nll')
+    """
+    return Objective(name, dict(SFT_LOSSES.validate_params(name, params or {})), "token-mean", supervised=True)
+
+
+SFT_OBJECTIVE = sft_objective()
 
 
 @dataclass(frozen=True)
@@ -366,8 +382,9 @@ def micro_batch_loss(
     tensor(-0.5000)
     """
     inputs = PolicyLossInputs(logprobs, old_logprobs, advantages, mask, rollout_logprobs)
-    if objective.supervised:  # SFT: -log pi of each response token; advantages are ignored
-        out = LossOutput(-logprobs * mask)
+    if objective.supervised:  # SFT: e.g. -log pi of each response token; advantages are ignored
+        anchor = ref_logprobs if objective.needs_reference else None
+        out = LossOutput(SFT_LOSSES.get(objective.loss_name)(logprobs, anchor, **objective.loss_params) * mask)
     else:
         out = compute_policy_loss(objective.loss_name, inputs, objective.loss_params, tis_cap=objective.tis_cap)
     norm = dict(global_tokens=max(global_tokens, 1.0), global_seqs=max(global_seqs, 1.0), max_len=max_len)

@@ -54,7 +54,7 @@ from rlft.config.schema import (
     StageConfig,
     WandbConfig,
 )
-from rlft.config.stages import stage_names
+from rlft.config.stages import RFTConfig, SFTLossChoice, UntilConfig, stage_names
 
 __all__ = [
     "AdvantageChoice",
@@ -82,7 +82,10 @@ __all__ = [
     "RolloutConfig",
     "RunConfig",
     "Section",
+    "RFTConfig",
+    "SFTLossChoice",
     "StageConfig",
+    "UntilConfig",
     "WandbConfig",
     "apply_overrides",
     "dump_config",

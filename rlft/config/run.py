@@ -21,6 +21,7 @@ from rlft.config.outputs import CheckpointConfig, LoggingConfig
 from rlft.config.base import Section
 from rlft.config.reward import RewardConfig
 from rlft.config.rollout import RolloutConfig
+from rlft.algorithms.sft_losses import needs_reference
 from rlft.config.stages import StageConfig, default_stages
 from rlft.plugins import import_plugin, resolve_plugin
 
@@ -73,6 +74,23 @@ class RunConfig(Section):
                 import_plugin(spec)
             data = {**data, "plugins": specs}
         return data
+
+    @property
+    def anchors_to_reference(self) -> bool:
+        """Whether an SFT objective of the run (ASFT) reads the reference model's log-probs."""
+        return any(needs_reference(stage.objective.name) for stage in self.stages if stage.kind != "rl")
+
+    @property
+    def uses_reference(self) -> bool:
+        """Whether the run needs the frozen reference model: a KL term, or an anchored SFT objective.
+
+        >>> from rlft.config import load_config
+        >>> load_config().uses_reference, load_config(overrides=["algo.kl.coef=0.1"]).uses_reference
+        (False, True)
+        >>> load_config(overrides=["stages=[{kind: sft, steps: 5, objective: {name: asft}}]"]).uses_reference
+        True
+        """
+        return self.algo.kl.coef > 0 or self.anchors_to_reference
 
     @model_validator(mode="after")
     def _correct_names_a_reward(self) -> RunConfig:

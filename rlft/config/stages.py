@@ -117,7 +117,7 @@ class StageConfig(Section):
     def _fits_kind(self) -> StageConfig:
         if self.rft is not None and self.kind != "rft":
             raise ValueError(f"stage kind '{self.kind}' has an rft section: only kind 'rft' takes one")
-        if self.kind == "rl" and "objective" in self.model_fields_set:
+        if self.kind == "rl" and self.objective != SFTLossChoice():
             raise ValueError("an RL stage has no SFT objective: set it on sft or rft stages")
         return self
 

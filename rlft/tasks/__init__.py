@@ -11,7 +11,7 @@ deterministically for a seed.
 >>> get_task("sudoku")
 Traceback (most recent call last):
 ...
-KeyError: "unknown built-in task 'sudoku'; available tasks: arithmetic"
+KeyError: "unknown built-in task 'sudoku'; available tasks: arithmetic, long_addition"
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Any
 
 from rlft.algorithms.registry import Registry, RegistryError
 from rlft.data.record import Record
-from rlft.tasks import arithmetic
+from rlft.tasks import arithmetic, long_addition
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,17 @@ def _arithmetic() -> Task:
         generate=arithmetic.generate,
         reference_completion=arithmetic.reference_completion,
         score=arithmetic.score,
+    )
+
+
+@TASKS.register(long_addition.NAME)
+def _long_addition() -> Task:
+    return Task(
+        name=long_addition.NAME,
+        splits=long_addition.SPLITS,
+        generate=long_addition.generate,
+        reference_completion=long_addition.reference_completion,
+        score=long_addition.score,
     )
 
 

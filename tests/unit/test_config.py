@@ -264,7 +264,7 @@ def test_stages_are_validated():
     cfg = load_config(overrides=["stages=[{kind: sft, steps: 5, lr: 0.01}, {kind: rl, steps: 2}]"])
     assert [(s.kind, s.steps, s.lr) for s in cfg.stages] == [("sft", 5, 0.01), ("rl", 2, None)]
     assert "stages: List should have at least 1 item" in _error(["stages=[]"])
-    assert "stages.0.kind: Input should be 'sft' or 'rl'" in _error(["stages=[{kind: ppo, steps: 1}]"])
+    assert "stages.0.kind: Input should be 'sft', 'rl' or 'rft'" in _error(["stages=[{kind: ppo, steps: 1}]"])
     assert "stages.0.steps: Input should be greater than or equal to 1" in _error(["stages=[{kind: rl, steps: 0}]"])
     assert "stages.0.stepz: unknown key (did you mean 'steps'?)" in _error(["stages=[{kind: rl, stepz: 1}]"])
     # a stage's lr may be 0 (a control run: the policy stays), never negative; learner.lr stays positive

@@ -47,9 +47,9 @@ class FakeLearner:
     def __init__(self, calls: Calls):
         self.calls, self.batches, self.saved = calls, [], []
 
-    def train_step(self, batch: TrainBatch, *, supervised=False, lr=None):
-        self.calls.append("sft_step" if supervised else "train_step")
-        self.batches.append((batch, supervised, lr))
+    def train_step(self, batch: TrainBatch, *, sft=None, lr=None):
+        self.calls.append("sft_step" if sft is not None else "train_step")
+        self.batches.append((batch, sft, lr))
         return {"loss": 1.0}
 
     def save_checkpoint(self, path, *, weights_only=False):
@@ -142,7 +142,7 @@ def test_sft_stage_then_rl_syncs_once_after_sft_and_uses_the_stage_lr():
     )
     driver.run()
     assert calls[:4] == ["sft_step", "sft_step", "sft_step", "sync"]
-    assert [(len(b), sup, lr) for b, sup, lr in learner.batches[:3]] == [(2, True, 0.01)] * 3
+    assert [(len(b), sft.name, lr) for b, sft, lr in learner.batches[:3]] == [(2, "nll", 0.01)] * 3
     assert driver.state.version == 4  # 3 SFT steps + 1 RL step
 
 

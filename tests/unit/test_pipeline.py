@@ -175,7 +175,7 @@ class Learner:
     def __init__(self):
         self.batches = []
 
-    def train_step(self, batch: TrainBatch, *, supervised=False, lr=None):
+    def train_step(self, batch: TrainBatch, *, sft=None, lr=None):
         self.batches.append(batch)
         return {"loss": 1.0}
 

@@ -9,10 +9,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rlft.collect import Prompts, StepInfo, sampling_settings
+from rlft.collect import Collected, Prompts, StepInfo, sampling_settings, select
 from rlft.config import StageConfig, load_config
 from rlft.rft import ImitationBuilder, RFTCollector, accepts, distinct, equations, reasoning_key, wanted
 from rlft.types import Prompt, Rollout
+
+
+def kept(c: Collected) -> Collected:
+    """The kept part of an RFT step's ``Collected`` (the samples with an advantage), with the whole
+    step's metrics; the collector also returns the rest, with advantage None."""
+    at = [i for i, a in enumerate(c.advantages) if a is not None]
+    return Collected(c.indices, [c.rollouts[i] for i in at], select(c.scores, at), [1.0] * len(at),
+                     c.metrics, c.timings, c.prompt_ids)
 
 REWARD = {"1": 1.0, "0": 0.0, "h": 0.5, "x": None}  # a completion's last character -> its reward
 
@@ -142,7 +150,7 @@ def test_acceptance():
 
 def test_fixed_allocation_keeps_the_accepted_distinct_completions():
     collector, engine, prompts = make()
-    c = collector.collect(at(samples=4))
+    c = kept(collector.collect(at(samples=4)))
     assert engine.calls == [(["a", "b", "c"], 4, sampling_settings(collector.cfg, 0).seed)]
     assert c.indices == [0, 1, 2] and c.prompt_ids == ["a", "b", "c"]
     assert [(r.group_id, r.completion) for r in c.rollouts] == [(0, "1+1=2 #1"), (0, "2*1=2 #1"), (1, "2+1=3 #1")]
@@ -162,12 +170,12 @@ def test_fixed_allocation_keeps_the_accepted_distinct_completions():
 
 
 def test_dedup_modes_and_cap():
-    kept = {mode: [r.completion for r in make()[0].collect(at(samples=4, dedup=mode)).rollouts]
-            for mode in ("none", "exact", "normalized", "equations")}
-    assert kept["equations"] == ["1+1=2 #1", "2*1=2 #1", "2+1=3 #1"]
-    assert kept["none"] == kept["exact"] == kept["normalized"] == [
+    by_mode = {mode: [r.completion for r in kept(make()[0].collect(at(samples=4, dedup=mode))).rollouts]
+               for mode in ("none", "exact", "normalized", "equations")}
+    assert by_mode["equations"] == ["1+1=2 #1", "2*1=2 #1", "2+1=3 #1"]
+    assert by_mode["none"] == by_mode["exact"] == by_mode["normalized"] == [
         "1+1=2 #1", "1 + 1 = 2, yes #1", "2*1=2 #1", "2+1=3 #1"]
-    c = make()[0].collect(at(samples=8, dedup="none", max_per_prompt=2))
+    c = kept(make()[0].collect(at(samples=8, dedup="none", max_per_prompt=2)))
     assert [(r.group_id, r.completion) for r in c.rollouts] == [
         (0, "1+1=2 #1"), (0, "1 + 1 = 2, yes #1"), (1, "2+1=3 #1"), (1, "2+1=3 #1")]
     assert c.metrics["rft/accepted"] == 8.0 and c.metrics["rft/kept"] == 4.0
@@ -175,7 +183,7 @@ def test_dedup_modes_and_cap():
 
 def test_uniform_allocation_samples_more_only_where_short_and_within_budget():
     collector, engine, prompts = make()
-    c = collector.collect(at(samples=4, allocation="uniform", target=4, max_samples=10))
+    c = kept(collector.collect(at(samples=4, allocation="uniform", target=4, max_samples=10)))
     seeds = [seed for *_, seed in engine.calls]
     assert [(ids, n) for ids, n, _ in engine.calls] == [(["a", "b", "c"], 4), (["a", "b", "c"], 4), (["b", "c"], 2)]
     assert seeds[0] == sampling_settings(collector.cfg, 0).seed and len(set(seeds)) == 3  # fresh seed per round
@@ -189,7 +197,7 @@ def test_uniform_allocation_samples_more_only_where_short_and_within_budget():
 
 def test_difficulty_allocation_wants_more_of_hard_prompts():
     collector, engine, _ = make()
-    c = collector.collect(at(samples=4, allocation="difficulty", target=4, max_samples=10))
+    c = kept(collector.collect(at(samples=4, allocation="difficulty", target=4, max_samples=10)))
     # a: 1 of 4 failed -> wants 1, has 3; b: 2 of 3 scored failed -> wants 3; c: wants 4
     assert [(ids, n) for ids, n, _ in engine.calls] == [(["a", "b", "c"], 4), (["b", "c"], 4), (["b", "c"], 2)]
     assert c.metrics["rft/accepted"] == 5.0 and c.metrics["rft/sampled"] == 24.0
@@ -198,7 +206,7 @@ def test_difficulty_allocation_wants_more_of_hard_prompts():
 def test_uniform_stops_when_every_prompt_has_its_target():
     scripts = {"a": ["1+1=2 #1", "2+2=4 #1", "nope #0"], "b": ["9 #1"]}
     collector, engine, _ = make(scripts)
-    c = collector.collect(at(samples=3, allocation="uniform", target=3, max_samples=30))
+    c = kept(collector.collect(at(samples=3, allocation="uniform", target=3, max_samples=30)))
     # a: 2 accepted of 3 per round -> 4 after round 2; b: 3 after round 1
     assert [(ids, n) for ids, n, _ in engine.calls] == [(["a", "b"], 3), (["a"], 3)]
     assert [r.group_id for r in c.rollouts] == [0, 0, 1] and c.metrics["rft/rounds"] == 2.0
@@ -207,14 +215,14 @@ def test_uniform_stops_when_every_prompt_has_its_target():
 def test_failed_rewards_are_never_accepted():
     scripts = {"a": ["1+1=2 #x", "1+1=2 #h", "1+1=3 #0"]}
     collector, _, _ = make(scripts)
-    c = collector.collect(at(samples=6, threshold=0.0, dedup="none"))
+    c = kept(collector.collect(at(samples=6, threshold=0.0, dedup="none")))
     assert [r.completion for r in c.rollouts] == ["1+1=2 #h", "1+1=3 #0"] * 2 and c.totals == [0.5, 0.0] * 2
     assert c.scores.per_reward == {} and c.metrics["rft/accepted"] == 4.0
 
 
 def test_nothing_accepted_is_an_empty_step():
     collector, _, prompts = make({"a": ["0 #0"], "b": ["1 #x"]})
-    c = collector.collect(at(samples=2, allocation="uniform", max_samples=4))
+    c = kept(collector.collect(at(samples=2, allocation="uniform", max_samples=4)))
     assert c.rollouts == [] and c.totals == [] and c.advantages == []
     assert c.indices == [0, 1] and c.prompt_ids == ["a", "b"] and len(prompts.observed) == 1
     assert c.metrics["rft/kept"] == 0.0 and c.metrics["rft/prompts_without"] == 1.0
@@ -230,7 +238,7 @@ def test_without_a_stage_the_defaults_apply_and_restarts_are_reported():
 
     cfg = load_config(overrides=["rollout.prompts_per_step=1"])
     engine = Restarting({"a": ["1+1=2 #1"]})
-    c = RFTCollector(cfg, engine, engine, Prompts(cfg, [Prompt("a", [1])])).collect(StepInfo(0, 0))
+    c = kept(RFTCollector(cfg, engine, engine, Prompts(cfg, [Prompt("a", [1])])).collect(StepInfo(0, 0)))
     assert [n for _, n, _ in engine.calls] == [8] and len(c.rollouts) == 1  # RFTConfig(): 8 samples, equations
     assert c.metrics["restarts/rollout"] == 2.0
 
@@ -240,14 +248,14 @@ def test_state_round_trip_trains_on_prompts_already_drawn():
     state = [{"step": 4, "indices": [2, 0], "observed": []}]
     collector.load_state_dict(state)
     assert collector.state_dict() == state
-    c = collector.collect(at(step=4, samples=1))
+    c = kept(collector.collect(at(step=4, samples=1)))
     assert engine.calls[0][0] == ["c", "a"] and c.indices == [2, 0] and prompts.next == 0  # not drawn again
     assert collector.state_dict() == []
 
 
 def test_imitation_builder():
     collector, _, _ = make()
-    c = collector.collect(at(samples=4))
+    c = kept(collector.collect(at(samples=4)))
     batch, m = ImitationBuilder().build(c, version=7)
     assert [(s.prompt_ids, s.completion_ids, s.advantages) for s in batch.samples] == [
         ([1], [8, 0], [1.0, 1.0]), ([1], [8, 0], [1.0, 1.0]), ([2], [8, 0], [1.0, 1.0])]
@@ -278,7 +286,7 @@ def test_kept_within_accepted_within_sampled(scripts, samples, extra, threshold,
     collector, engine, prompts = make(named)
     rft = dict(samples=samples, max_samples=samples + extra, threshold=threshold, dedup=dedup,
                allocation=allocation, target=target, max_per_prompt=max_per_prompt)
-    c = collector.collect(at(**rft))
+    c = kept(collector.collect(at(**rft)))
     m = c.metrics
     assert m["rft/kept"] == len(c.rollouts) <= m["rft/accepted"] <= m["rft/sampled"] == sum(engine.served.values())
     assert all(n <= samples + extra for n in engine.served.values())

@@ -97,7 +97,7 @@ def test_a_third_collector_and_builder_run_steps_with_the_unchanged_driver(tmp_p
     driver, calls, learner = _third_parts_driver(str(tmp_path))
     summary = driver.run()
     assert summary.steps == 3 and summary.version == 3
-    batches = [b for b, supervised, _ in learner.batches]
+    batches = [b for b, _, _ in learner.batches]
     # every batch: 2 prompts x 2 two-turn completions, then the step's demonstration
     assert [len(b) for b in batches] == [5, 5, 5]
     assert all(s.completion_ids[-1] == 9 for b in batches for s in b.samples[:4])

@@ -182,8 +182,8 @@ def test_reference_completion_needs_an_answer():
 
 def test_registry_and_builtin_source():
     task = get_task("arithmetic")
-    assert set(TASKS) == {"arithmetic"} and task.splits == ("train", "eval")
+    assert set(TASKS) == {"arithmetic", "long_addition"} and task.splits == ("train", "eval")
     assert task.generate is A.generate and task.score is A.score
     assert load_records("builtin:arithmetic:eval") == task.generate("eval", seed=0)
-    with pytest.raises(KeyError, match="unknown built-in task 'nope'; available tasks: arithmetic"):
+    with pytest.raises(KeyError, match="unknown built-in task 'nope'; available tasks: arithmetic, long_addition"):
         get_task("nope")
