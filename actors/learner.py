@@ -255,7 +255,7 @@ class LearnerWorker(DataParallelRank):
                 self._optimizer_step(bad, tally, max_grad_norm=cfg.max_grad_norm, at=f"version {self.version}")
         self.version += 1
         acc["seconds"] = torch.tensor(time.perf_counter() - started, dtype=torch.float64, device=self.device)
-        return self._metrics(acc, counts, tally, lr, metric_names)
+        return self._metrics(acc, counts, tally, lr, metric_names, reference=reference)
 
     def _backward(
         self, objective: Objective, m: _Micro, norms: dict[str, Any], acc: dict[str, torch.Tensor], first_pass: bool
@@ -336,7 +336,8 @@ class LearnerWorker(DataParallelRank):
         return m.forward.padded(self._token_logprobs(model, m.forward))
 
     def _metrics(
-        self, acc: dict[str, torch.Tensor], counts: torch.Tensor, tally: StepTally, lr: float, metric_names: list[str]
+        self, acc: dict[str, torch.Tensor], counts: torch.Tensor, tally: StepTally, lr: float, metric_names: list[str],
+        *, reference: bool,
     ) -> dict[str, float]:
         """Global metrics: sums over ranks, token-weighted means for per-token quantities, means
         over optimizer steps for losses and gradient norms."""
@@ -370,7 +371,7 @@ class LearnerWorker(DataParallelRank):
             util = mfu(self.num_params, s["input_tokens"], peak["seconds"], torch.cuda.get_device_name(self.device))
             if util is not None:
                 metrics["perf/mfu"] = util
-        if self.algo.kl.coef > 0:  # the learner's own reference copy, or one sent with the batch
+        if reference:  # the learner's own reference copy, or one sent with the batch (ASFT: its anchor)
             metrics["kl"] = s["kl"] / passes
             metrics["kl_loss"] = s["kl_loss"] / steps
         for prefix, key in (("logprob_mismatch", "mismatch"), ("logprob_mismatch_lag0", "mismatch_lag0"),

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from actors.learner import LearnerWorker
-from rlft.config import AlgoConfig, KLConfig, LearnerConfig, ModelConfig, PolicyLossChoice
+from rlft.config import AlgoConfig, KLConfig, LearnerConfig, ModelConfig, PolicyLossChoice, SFTLossChoice
 from rlft.types import TrainBatch, TrainSample
 
 MODEL = ModelConfig()  # float32
@@ -50,9 +50,9 @@ class Group:
         ]
         ray.get([w.get_version.remote() for w in self.workers])  # constructors done: group formed
 
-    def train(self, batch: TrainBatch) -> list[dict[str, float]]:
+    def train(self, batch: TrainBatch, **kw) -> list[dict[str, float]]:
         n = self.world_size
-        return self.ray.get([w.train_step.remote(batch.shard(r, n)) for r, w in enumerate(self.workers)])
+        return self.ray.get([w.train_step.remote(batch.shard(r, n), **kw) for r, w in enumerate(self.workers)])
 
     def call(self, method: str, *args, rank: int = 0, **kwargs):
         return self.ray.get(getattr(self.workers[rank], method).remote(*args, **kwargs))
@@ -197,6 +197,36 @@ def test_reference_kl_is_zero_at_the_start_and_positive_after_an_update(ray_sess
         assert group.call("compute_logprobs", batch.samples, reference=True) == initial
         assert group.call("compute_logprobs", batch.samples) != initial
         assert group.call("get_version") == 2
+
+
+def test_sft_objectives_nll_dft_and_asft_anchored_to_the_frozen_reference(ray_session, tiny_model_dir):
+    """Each SFT step's loss is its objective's token mean over the log-probs the step started from;
+    ASFT's anchor is the reference copy the learner loads for it without a KL term."""
+    batch = TrainBatch([dataclasses.replace(s, loss_mask=None) for s in make_batch(6, seed=2).samples])
+    learner, algo = LearnerConfig(lr=1e-3), AlgoConfig()  # no KL term: the anchor alone loads the reference
+    asft = SFTLossChoice(name="asft", params={"kl_coef": 0.5, "estimator": "k3"})
+    with Group(ray_session, tiny_model_dir, 1, learner, algo, anchor_reference=True) as group:
+        ref = [torch.tensor(x) for x in group.call("compute_logprobs", batch.samples, reference=True)]
+
+        def expected(kind: str) -> float:
+            lp = torch.cat([torch.tensor(x) for x in group.call("compute_logprobs", batch.samples)])
+            anchor = torch.cat(ref)
+            per_token = {"nll": -lp, "dft": -lp.exp() * lp,
+                         "asft": -lp.exp() * lp + 0.5 * ((anchor - lp).exp() - 1 - (anchor - lp))}[kind]
+            return float(per_token.mean())
+
+        want = expected("asft")  # the policy is the reference: the anchor term is 0
+        first = group.train(batch, sft=asft)[0]
+        assert first["loss"] == pytest.approx(want, rel=1e-5) and first["kl"] == 0.0
+        want = expected("asft")
+        second = group.train(batch, sft=asft)[0]
+        assert second["kl"] > 1e-6 and second["loss"] == pytest.approx(want, rel=1e-4)
+        for kind in ("dft", "nll"):
+            want = expected(kind)
+            assert group.train(batch, sft=SFTLossChoice(name=kind))[0]["loss"] == pytest.approx(want, rel=1e-5)
+        # the anchor stayed where the run started
+        after = group.call("compute_logprobs", batch.samples, reference=True)
+        assert all(torch.equal(torch.tensor(a), r) for a, r in zip(after, ref))
 
 
 def test_a_step_changes_weights_and_syncs_in_hugging_face_format(ray_session, tiny_model_dir, tmp_path):

@@ -16,7 +16,10 @@ import pytest
 RLFT = str(Path(sys.executable).parent / "rlft")
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 SHORT = [
-    "stages=[{kind: sft, steps: 3, batch_size: 16}, {kind: rl, steps: 2}]",
+    # SFT ends on its plateau rule at its second held-out check (no gain over 1.0 is possible), one
+    # RFT step imitates its accepted samples with DFT (every sample accepted), then two RL steps
+    "stages=[{kind: sft, steps: 4, batch_size: 16, until: {patience: 1, min_delta: 1.0, every: 1}}, "
+    "{kind: rft, steps: 1, objective: {name: dft}, rft: {samples: 4, threshold: -10}}, {kind: rl, steps: 2}]",
     "rollout.prompts_per_step=4",
     "rollout.group_size=4",
     "evaluation.num_prompts=8",
@@ -66,7 +69,9 @@ def test_short_train_run_with_a_user_reward_file_writes_the_run_directory(tmp_pa
     assert "held-out accuracy before rl1:" in out.stdout and f"run directory: {run_dir}" in out.stdout
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     stages = [r.get("stage") for r in rows if "stage" in r]
-    assert stages == ["sft1"] * 3 + ["rl1"] * 2  # stages count from 1 per kind
+    assert stages == ["sft1"] * 2 + ["rft1"] + ["rl1"] * 2  # stages count from 1 per kind
+    [rft] = [r for r in rows if r.get("stage") == "rft1"]
+    assert rft["rft/sampled"] == 16 and rft["rft/kept"] >= 4 and rft["learner/sequences"] == rft["rft/kept"]
     rl = [r for r in rows if r.get("stage") == "rl1"]
     assert all("reward/mean" in r and "learner/loss" in r and "sync/bytes" in r for r in rl)
     assert all(0 <= r["learner/adv_clip_fraction"] <= 1 for r in rl)  # the plugin's loss ran in the learner actor
@@ -75,7 +80,8 @@ def test_short_train_run_with_a_user_reward_file_writes_the_run_directory(tmp_pa
     assert "rewards: score (weight 1, timeout 5 s), length_penalty (weight 0.1" in out.stdout
     assert [r["version"] for r in rl] == [4, 5]
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert set(summary["evaluations"]) == {"before_rl1", "after_rl1"}
+    assert set(summary["evaluations"]) == {"sft1_step1", "sft1_step2", "before_rft1", "after_rft1",
+                                           "before_rl1", "after_rl1"}
     assert "eval/pass@2" in summary["evaluations"]["after_rl1"]
     assert (run_dir / "config.yaml").is_file()
     placement = json.loads((run_dir / "placement.json").read_text())
@@ -84,16 +90,17 @@ def test_short_train_run_with_a_user_reward_file_writes_the_run_directory(tmp_pa
     assert all(w["node_id"] and w["node_ip"] for ws in placement.values() for w in ws)
     assert f"rlft: placement: rollout on {placement['rollout'][0]['node_ip']}" in out.stdout
     log = (run_dir / "train.log").read_text()
-    assert log.count("stage=rl1") == 2 and log.count("stage=sft1") == 3
+    assert log.count("stage=rl1") == 2 and log.count("stage=sft1") == 2 and log.count("stage=rft1") == 1
+    assert "stage sft1 ends: eval/accuracy plateaued at" in log
     # monitoring: samples, TensorBoard scalars, the offline wandb run, the report
     samples = [json.loads(line) for line in (run_dir / "samples.jsonl").read_text().splitlines()]
-    assert {r["step"] for r in samples} == {4, 5} and all("score" in r["rewards"] for r in samples)
+    assert {r["step"] for r in samples} == {3, 4, 5} and all("score" in r["rewards"] for r in samples)
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0})
     events.Reload()
-    assert [e.step for e in events.Scalars("reward/mean")] == [4, 5]
-    assert [e.step for e in events.Scalars("sft/loss")] == [1, 2, 3]
+    assert [e.step for e in events.Scalars("reward/mean")] == [3, 4, 5]
+    assert [e.step for e in events.Scalars("sft/loss")] == [1, 2]
     wandb_files = list(run_dir.glob("wandb/offline-run-*/run-*.wandb"))
     assert len(wandb_files) == 1 and b"reward/mean" in wandb_files[0].read_bytes()
     assert "wandb: " in out.stdout and "wandb sync" in out.stdout
