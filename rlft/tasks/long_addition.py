@@ -43,6 +43,14 @@ not of the seed, so any two splits are disjoint whatever seeds drew them.
 
 >>> split_of(347, 85), split_of(1234, 56789), split_of(7, 12345)
 ('eval', 'hard', None)
+
+Measured with the tiny model (one seed, plain torch on CPU, AdamW lr 1e-3, batch 64, SFT on
+``train``): greedy exact match on ``eval`` was 17 % after 250 steps, 90 % after 500 and 95-99 %
+after 700-1000 (far quicker than ``arithmetic``'s plateau: the steps teach). On ``hard_eval`` it
+stayed at 0 %, greedy and pass@8 at temperature 1 alike, with ~4 % of the steps right: the model
+does not find the digits of operands longer than it saw. So RL on ``hard`` straight after a warm-up
+on ``train`` gets no reward to learn from; the split measures length generalisation, and reaching
+it needs longer operands in the warm-up or a curriculum over the digit counts.
 """
 
 from __future__ import annotations
