@@ -130,7 +130,7 @@ def prepare(cfg: RunConfig, run_dir: Path) -> Prepared:
         sandbox_mode(cfg, rewards),
     ]
     sft: list[TrainSample] = []
-    if any(s.kind == "sft" for s in cfg.stages):
+    if any(s.kind == "sft" for s in cfg.stages) or cfg.needs_demonstrations:
         sft = sft_examples(train_records, train_prompts, tokenizer, context_tokens=context)
         longest = max(len(x.prompt_ids) + len(x.completion_ids) for x in sft)
         notes.append(f"sft: {len(sft)} examples (prompt + reference completion), longest {longest} tokens")

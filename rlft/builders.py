@@ -9,8 +9,8 @@ there, and holds the policy back during the critic's warm-up). Two builders ship
 * ``rlft.ppo_step.CriticBuilder``: PPO with a learned critic (GAE over its values, the KL in the
   reward, the critic's update and warm-up).
 
-A builder that mixes demonstrations into RL batches is a third, as a new class. A builder is any
-object with these methods; subclassing ``BatchBuilder`` gives the stateless defaults:
+Builders that bring demonstrations into RL stages (``rlft.guidance``) are new classes too. A builder
+is any object with these methods; subclassing ``BatchBuilder`` gives the stateless defaults:
 
 >>> from rlft.collect import Collected
 >>> from rlft.config import load_config
@@ -34,7 +34,7 @@ from typing import Any, Protocol
 
 from rlft.batching import build_train_batch
 from rlft.collect import Collected
-from rlft.config import RunConfig
+from rlft.config import RunConfig, SFTLossChoice
 from rlft.types import TrainBatch
 
 
@@ -49,6 +49,11 @@ class BatchBuilder(Protocol):
         """Runs before the policy update of a non-empty batch: its metrics, and whether the policy
         trains on the batch this step (False: no update, no weight sync)."""
         return {}, True
+
+    def interleaved(self) -> tuple[TrainBatch, SFTLossChoice] | None:
+        """An SFT batch (and its objective) for one imitation step before this step's RL update,
+        whether or not the RL batch is empty (ReLIFT, ``rlft.guidance``); None: no such step."""
+        return None
 
     def state_dict(self) -> dict[str, Any]:
         """What a checkpoint must hold to continue the builder exactly."""

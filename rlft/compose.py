@@ -7,6 +7,8 @@
   else ``SyncCollector`` (dynamic sampling included);
 * the batch builder: ``CriticBuilder`` with ``critic:`` in the config (it needs ``critic``; the
   learner then also serves the KL's reference log-probs), else ``OutcomeBuilder``;
+* around it, the builder of ``algo.guidance`` (``rlft.guidance``, e.g. ReLIFT), which takes
+  ``sft_examples`` as the training prompts' demonstrations (``sft_examples[i]`` for prompt ``i``);
 * for ``kind: rft`` stages: ``rlft.rft.RFTCollector`` and ``ImitationBuilder``.
 
 >>> from rlft.config import load_config
@@ -48,8 +50,9 @@ from rlft.builders import BatchBuilder, OutcomeBuilder
 from rlft.collect import Collector, Prompts, SFTExamples, SyncCollector
 from rlft.config import RunConfig
 from rlft.driver import Driver
-from rlft.parts import Parts, StepParts
 from rlft.evaluation import Evaluator
+from rlft.guidance import build_guidance
+from rlft.parts import Parts, StepParts
 from rlft.pipeline import GroupStream, PipelinedCollector
 from rlft.ppo_step import Critic, CriticBuilder
 from rlft.rft import ImitationBuilder, RFTCollector
@@ -88,6 +91,7 @@ def parts(
         builder = CriticBuilder(cfg, critic, learner)  # type: ignore[arg-type]  # the learner scores the reference
     else:
         builder = OutcomeBuilder(cfg)
+    builder = build_guidance(cfg, builder, sft_examples, len(train_prompts))  # demonstrations inside RL stages, if asked for
     rft = StepParts(RFTCollector(cfg, engine, scorer, prompts, clock=clock), ImitationBuilder())  # kind: rft stages
     return Parts(collector, builder, learner, weights, prompts, Evaluator(cfg, engine, scorer, eval_prompts),
                  SFTExamples(sft_examples, seed=cfg.seed) if sft_examples else None, rft)

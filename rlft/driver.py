@@ -156,16 +156,23 @@ class Driver:
                 "prompt_ids": c.prompt_ids}  # logged: a resumed run's data is checkable
 
     def _update(self, step: StepParts, batch: TrainBatch, lr: float | None, phases: Phases) -> dict[str, float]:
-        """The builder's hook, the policy update and the weight sync of a non-empty batch."""
-        if len(batch) == 0:  # everything filtered or failed: no update, nothing to sync
-            logger.warning("step %d: no trainable samples (all groups filtered or failed)", self.state.step + 1)
-            return {"batch/skipped": 1.0}
+        """The builder's imitation step (if it asks for one), its hook, the policy update of a
+        non-empty batch, and the weight sync when the policy changed."""
+        metrics: dict[str, float] = {}
         with phases("time/train"):
-            self.state.learner_ahead = True  # the hook may update a critic: past the step's boundary
-            metrics, trains = step.builder.before_update(batch)
-            if trains:
-                metrics.update(prefixed("learner", self._train(batch, sft=step.sft, lr=lr)))
-        if trains:
+            imitation = step.builder.interleaved()
+            if imitation is not None:  # e.g. ReLIFT's SFT step on demonstrations, between RL updates
+                metrics.update(prefixed("guidance", self._train(imitation[0], sft=imitation[1], lr=lr)))
+            if len(batch) == 0:  # everything filtered or failed: no update of its own
+                logger.warning("step %d: no trainable samples (all groups filtered or failed)", self.state.step + 1)
+                metrics["batch/skipped"], trains = 1.0, False
+            else:
+                self.state.learner_ahead = True  # the hook may update a critic: past the step's boundary
+                hook, trains = step.builder.before_update(batch)
+                metrics.update(hook)
+                if trains:
+                    metrics.update(prefixed("learner", self._train(batch, sft=step.sft, lr=lr)))
+        if trains or imitation is not None:
             with phases("time/sync"):
                 metrics.update(self.push())
         return metrics

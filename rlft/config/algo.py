@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 
 from rlft.algorithms import ADVANTAGES, KL_ESTIMATORS, POLICY_LOSSES, AggregationMode
+from rlft.algorithms.guidance import GUIDANCE
 from rlft.config.base import Choice, NonNegative, Positive, Section
 from rlft.curriculum import SAMPLERS
 
@@ -78,6 +79,9 @@ class AlgoConfig(Section):
     """Drop groups whose rewards are all equal (they carry no advantage) before the learner step."""
     dynamic_sampling: DynamicSamplingConfig = DynamicSamplingConfig()
     """Refill the batch with fresh prompts for the groups dropped for zero variance (DAPO)."""
+    guidance: GuidanceChoice | None = None
+    """Demonstrations inside RL stages (``rlft.guidance``): ``{name: relift, params: {batch_size: 32}}``;
+    None: RL on the policy's own samples only."""
 
     @model_validator(mode="after")
     def _one_behaviour_weight(self) -> AlgoConfig:
@@ -86,6 +90,18 @@ class AlgoConfig(Section):
                 "decoupled_ppo already weights each token by exp(old_logprobs - rollout_logprobs) (capped "
                 "by its behaviour_cap): remove algo.tis_cap, which would apply that weight twice"
             )
+        return self
+
+
+class GuidanceChoice(Choice):
+    _registry = GUIDANCE
+    name: str
+    """Guidance method from ``rlft.algorithms.guidance.GUIDANCE``: ``relift`` (an SFT step on the
+    demonstrations of prompts no sample solved, between RL steps)."""
+
+    @model_validator(mode="after")
+    def _settings(self) -> GuidanceChoice:
+        GUIDANCE.get(self.name)(**self.params)  # the method's own checks (e.g. its SFT objective's name)
         return self
 
 

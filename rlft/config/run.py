@@ -21,6 +21,7 @@ from rlft.config.outputs import CheckpointConfig, LoggingConfig
 from rlft.config.base import Section
 from rlft.config.reward import RewardConfig
 from rlft.config.rollout import RolloutConfig
+from rlft.algorithms.guidance import GUIDANCE
 from rlft.algorithms.sft_losses import needs_reference
 from rlft.config.stages import StageConfig, default_stages
 from rlft.plugins import import_plugin, resolve_plugin
@@ -79,6 +80,12 @@ class RunConfig(Section):
     def anchors_to_reference(self) -> bool:
         """Whether an SFT objective of the run (ASFT) reads the reference model's log-probs."""
         return any(needs_reference(stage.objective.name) for stage in self.stages if stage.kind != "rl")
+
+    @property
+    def needs_demonstrations(self) -> bool:
+        """Whether ``algo.guidance`` trains on the training prompts' reference solutions."""
+        g = self.algo.guidance
+        return g is not None and bool(GUIDANCE.meta(g.name).get("needs_demonstrations"))
 
     @property
     def uses_reference(self) -> bool:

@@ -5,10 +5,13 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_driver import _interrupt_after, make
+from test_driver import Calls, FakeEngine, FakeLearner, FakeScorer, FakeSync, Sink, _interrupt_after, make
 
+from rlft.checkpointing import load_driver_state
+from rlft.compose import build_driver
 from rlft.config import UntilConfig, load_config
 from rlft.stopping import StopRule, first_stop
+from rlft.types import Prompt, TrainSample
 
 
 def test_threshold_golden():
@@ -128,3 +131,60 @@ def test_stage_kinds_and_their_sections_must_fit():
         load_config(overrides=["stages=[{kind: rft, steps: 2, rft: {samples: 8, max_samples: 4}}]"])
     with pytest.raises(ValueError, match="unknown SFT objective 'dtf'.*did you mean 'dft'"):
         load_config(overrides=["stages=[{kind: sft, steps: 2, objective: {name: dtf}}]"])
+
+
+def _relift_run(overrides=(), ckpt=None):
+    """ReLIFT in an RL stage over prompts 0-4 whose demonstrations are the tokens 100-104: the fake
+    reward solves only what the engines sample after an SFT step (policy version >= 1), so the first
+    step's groups all fail and fill the buffer."""
+    cfg = load_config(overrides=["rollout.prompts_per_step=3", "rollout.group_size=4", "stages=[{kind: rl, steps: 3}]",
+                                 "evaluation.pass_k=0", "algo.guidance={name: relift, params: {batch_size: 2, objective: dft}}",
+                                 *overrides])
+    calls = Calls()
+    engine, learner = FakeEngine(calls), FakeLearner(calls)
+    prompts = [Prompt(f"p{i}", [1, i + 2]) for i in range(5)]
+    demos = [TrainSample([1, i + 2], [100 + i], [1.0]) for i in range(5)]
+    reward = FakeScorer(calls, lambda r: float(r.policy_version >= 1 and r.completion_ids[0] % 2))
+    driver = build_driver(cfg, engine=engine, scorer=reward, learner=learner, weights=FakeSync(calls, engine),
+                          train_prompts=prompts, eval_prompts=prompts[:2], sft_examples=demos, sink=Sink(),
+                          checkpoint_dir=ckpt)
+    return driver, calls, learner
+
+
+def test_relift_runs_an_sft_step_on_the_failed_prompts_demonstrations_between_rl_steps():
+    driver, calls, learner = _relift_run()
+    driver.run()
+    rows = [m for _, m in driver.sink.rows if m.get("stage") == "rl1"]
+    # step 1: its 3 prompts fail (nothing is solved at version 0) and are buffered; 2 of them make the
+    # SFT step on their demonstrations (oldest first), then the RL update; one sync covers both
+    first = [int(p[1:]) for p in rows[0]["prompt_ids"]]
+    kinds = [("sft" if sft is not None else "rl", [s.completion_ids[0] for s in batch.samples][:2])
+             for batch, sft, _ in learner.batches]
+    assert kinds[0] == ("sft", [100 + first[0], 100 + first[1]]) and kinds[1][0] == "rl"
+    assert all(sft.name == "dft" for _, sft, _ in learner.batches if sft is not None)
+    assert rows[0]["relift/failed_prompts"] == 3.0 and rows[0]["relift/added"] == 3.0
+    assert "guidance/loss" in rows[0] and "learner/loss" in rows[0] and rows[0]["version"] == 2.0
+    assert calls[calls.index("sft_step"):][:3] == ["sft_step", "train_step", "sync"]
+    # from version 1 on, odd completions are right: no more failures, the third prompt waits alone
+    assert [r["relift/failed_prompts"] for r in rows[1:]] == [0.0, 0.0]
+    assert driver.parts.builder.state_dict() == {"buffer": [first[2]], "sft_steps": 1}
+    assert "guidance/loss" not in rows[1] and [r["version"] for r in rows] == [2.0, 3.0, 4.0]
+
+
+def test_relift_needs_demonstrations_and_its_buffer_survives_a_resume(tmp_path):
+    with pytest.raises(ValueError, match="needs a reference solution for every training prompt"):
+        make(["algo.guidance={name: relift}"], sft=False)
+    with pytest.raises(ValueError, match="4 demonstrations for 5 training prompts"):
+        make(["algo.guidance={name: relift}"], sft=True)
+    stages = "stages=[{kind: rl, steps: 4}]"
+    straight, *_ = _relift_run([stages], ckpt=str(tmp_path / "a"))
+    straight.run()
+    first, *_ = _relift_run([stages, "checkpoint.every=1", "checkpoint.keep_last=null"], ckpt=str(tmp_path / "b"))
+    first.run()
+    resumed, *_ = _relift_run([stages], ckpt=str(tmp_path / "c"))
+    resumed.restore(tmp_path / "b" / "step-000001")
+    assert resumed.parts.builder.buffer == load_driver_state(tmp_path / "b" / "step-000001")["builder"]["buffer"]
+    assert len(resumed.parts.builder.buffer) == 1
+    resumed.run()
+    assert resumed.parts.builder.state_dict() == straight.parts.builder.state_dict()
+    assert resumed.state.version == straight.state.version
