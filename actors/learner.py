@@ -38,6 +38,7 @@ import torch.distributed as dist
 from actors.data_parallel import DataParallelRank, StepTally
 from actors.distributed import DTYPES, fsdp2_shard, load_causal_lm, resolve_device
 from rlft.algorithms import KL_ESTIMATORS
+from rlft.algorithms.guidance import GUIDANCE, Mixed
 from rlft.config import AlgoConfig, LearnerConfig, ModelConfig
 from rlft.config.stages import SFTLossChoice
 from rlft.micro_batches import (
@@ -90,6 +91,10 @@ class _Micro:
         self.ref_logprobs: torch.Tensor | None = None if ref is None else ref.to(device)
         versions = batch.policy_versions  # [b], the engine version that sampled each sequence
         self.policy_versions = None if versions is None else versions.to(device)
+        demos = batch.demonstrations  # [b, L-1], off-policy demonstration tokens (mixed groups)
+        self.demonstrations = None if demos is None else demos.to(device)
+        # the off-policy metrics compare the engine's sampling with the learner: not demonstrations
+        self.sampled_mask = self.mask if demos is None else self.mask * (1 - self.demonstrations)
 
 
 class LearnerWorker(DataParallelRank):
@@ -156,7 +161,9 @@ class LearnerWorker(DataParallelRank):
             eps=learner_cfg.adam_eps,
             weight_decay=learner_cfg.weight_decay,
         )
-        kl = algo_cfg.kl
+        kl, guidance = algo_cfg.kl, algo_cfg.guidance
+        mixed = GUIDANCE.get(guidance.name)(**guidance.params) if guidance is not None else None
+        mixed = mixed if isinstance(mixed, Mixed) else None  # demonstrations inside the groups (LUFFY)
         self.objective = Objective(
             loss_name=algo_cfg.loss.name,
             loss_params=dict(algo_cfg.loss.params),
@@ -164,6 +171,8 @@ class LearnerWorker(DataParallelRank):
             tis_cap=algo_cfg.tis_cap,
             kl_estimator=kl.estimator,
             kl_coef=kl.coef if kl.placement == "loss" else 0.0,
+            demo_gamma=mixed.gamma if mixed else None,
+            demo_sft_coef=mixed.sft_coef if mixed else 0.0,
         )
         self.loss_metric_names = loss_metric_names(self.objective)
         self.version = 0
@@ -268,7 +277,7 @@ class LearnerWorker(DataParallelRank):
         entropy = fb.padded(token_entropy(logits.detach(), self.temperature))  # [b, L-1]
         old = m.old_logprobs if m.old_logprobs is not None else logprobs.detach()
         if first_pass:  # learner vs rollout engine and version lag, at step start
-            sums = staleness_sums(old, m.rollout_logprobs, m.mask, m.policy_versions, self.version)
+            sums = staleness_sums(old, m.rollout_logprobs, m.sampled_mask, m.policy_versions, self.version)
             for name, value in sums.items():
                 value = value.to(torch.float64)
                 acc[name] = torch.maximum(acc[name], value) if name in _STALENESS_MAX else acc[name] + value
@@ -280,6 +289,7 @@ class LearnerWorker(DataParallelRank):
             mask=m.mask,
             rollout_logprobs=m.rollout_logprobs,
             ref_logprobs=m.ref_logprobs,
+            demonstrations=m.demonstrations,
             **norms,
         )
         out.loss.backward()

@@ -15,7 +15,7 @@ import os
 import signal
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,7 @@ class Prepared:
     judge_model_path: str | None
     notes: list[str]
     tokenizer: Any = None
+    demonstration_texts: list[str] = field(default_factory=list)  # the SFT examples' reference texts
 
 
 def held_out_of(train_path: str) -> str:
@@ -130,11 +131,13 @@ def prepare(cfg: RunConfig, run_dir: Path) -> Prepared:
         sandbox_mode(cfg, rewards),
     ]
     sft: list[TrainSample] = []
+    by_id = {r.prompt_id: r for r in train_records}
     if any(s.kind == "sft" for s in cfg.stages) or cfg.needs_demonstrations:
         sft = sft_examples(train_records, train_prompts, tokenizer, context_tokens=context)
         longest = max(len(x.prompt_ids) + len(x.completion_ids) for x in sft)
         notes.append(f"sft: {len(sft)} examples (prompt + reference completion), longest {longest} tokens")
-    return Prepared(model_path, train_prompts, eval_prompts, sft, functions, judge_path, notes, tokenizer)
+    texts = [by_id[p.prompt_id].solution or "" for p in train_prompts] if sft else []
+    return Prepared(model_path, train_prompts, eval_prompts, sft, functions, judge_path, notes, tokenizer, texts)
 
 
 def context_of(cfg: RunConfig, model_path: str) -> int | None:
@@ -399,6 +402,7 @@ def _run_on_ray(
             train_prompts=prepared.train_prompts,
             eval_prompts=prepared.eval_prompts,
             sft_examples=prepared.sft_examples,
+            demonstration_texts=prepared.demonstration_texts,
             sink=sink,
             checkpoint_dir=str((run_dir / "checkpoints").resolve()),  # the learner ranks write there
             reference_dir=str((run_dir / "reference").resolve()),  # KL reference snapshots, likewise

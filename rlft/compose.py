@@ -51,7 +51,7 @@ from rlft.collect import Collector, Prompts, SFTExamples, SyncCollector
 from rlft.config import RunConfig
 from rlft.driver import Driver
 from rlft.evaluation import Evaluator
-from rlft.guidance import build_guidance
+from rlft.guidance import build_guidance, guided_engine
 from rlft.parts import Parts, StepParts
 from rlft.pipeline import GroupStream, PipelinedCollector
 from rlft.ppo_step import Critic, CriticBuilder
@@ -70,20 +70,24 @@ def parts(
     train_prompts: Sequence[Prompt],
     eval_prompts: Sequence[Prompt] = (),
     sft_examples: Sequence[TrainSample] = (),
+    demonstration_texts: Sequence[str] = (),
     critic: Critic | None = None,
     stream: GroupStream | None = None,
     clock: Callable[[], float] = time.perf_counter,
 ) -> Parts:
     """The parts ``cfg`` asks for. ``stream`` (generating and scoring upcoming steps in the
-    background) is required with ``rollout.max_staleness > 0``; ``critic`` with ``cfg.critic``."""
+    background) is required with ``rollout.max_staleness > 0``; ``critic`` with ``cfg.critic``.
+    ``sft_examples[i]`` is training prompt ``i``'s reference solution (SFT stages, guidance), and
+    ``demonstration_texts[i]`` its text (the rewards score demonstrations mixed into groups)."""
     prompts = Prompts(cfg, train_prompts)
+    rl_engine = guided_engine(cfg, engine, train_prompts, sft_examples, demonstration_texts)  # LUFFY's mixed groups
     collector: Collector
     if cfg.rollout.max_staleness > 0:
         if stream is None:
             raise ValueError("rollout.max_staleness > 0 needs a stream that generates ahead (actors.stream)")
         collector = PipelinedCollector(cfg, stream, prompts, engine=engine, scorer=scorer, clock=clock)
     else:
-        collector = SyncCollector(cfg, engine, scorer, prompts, clock=clock)
+        collector = SyncCollector(cfg, rl_engine, scorer, prompts, clock=clock)
     builder: BatchBuilder
     if cfg.critic is not None:
         if critic is None:

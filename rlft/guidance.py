@@ -11,7 +11,7 @@ go into a buffer, and once the buffer holds ``batch_size`` of them one SFT step 
 demonstrations runs right before the step's RL update (``BatchBuilder.interleaved``), then RL goes
 on. The buffer is part of checkpoints; the SFT step is a policy version of its own.
 
->>> from rlft.collect import Collected
+>>> from rlft.collect import Collected, restart_metrics
 >>> from rlft.config import load_config
 >>> from rlft.types import Rollout, Scores, TrainSample
 >>> demos = [TrainSample([1], [10 + i], [1.0]) for i in range(4)]  # prompt i's reference solution
@@ -31,15 +31,17 @@ on. The buffer is part of checkpoints; the SFT step is a policy version of its o
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from rlft.algorithms.guidance import GUIDANCE, ReLIFT
+from rlft.algorithms.guidance import GUIDANCE, Mixed, ReLIFT
 from rlft.batching import rewards_by_group, usable
 from rlft.builders import BatchBuilder, OutcomeBuilder
-from rlft.collect import Collected
+from rlft.collect import Collected, restart_metrics
 from rlft.config import RunConfig, SFTLossChoice
-from rlft.types import TrainBatch, TrainSample
+from rlft.roles import RolloutEngine
+from rlft.types import Prompt, Rollout, SamplingSettings, TrainBatch, TrainSample
 
 class ReLIFTBuilder(BatchBuilder):
     """The inner builder's batch, plus a buffer of the prompts no sample solved; when the buffer
@@ -108,8 +110,55 @@ def build_guidance(cfg: RunConfig, inner: BatchBuilder, demonstrations: Sequence
     return BUILDERS[type(settings)](inner, demonstrations, settings)
 
 
-BUILDERS: dict[type, Callable[..., BatchBuilder]] = {ReLIFT: ReLIFTBuilder}
+class MixedEngine:
+    """The RL collector's engine with demonstrations in every group (LUFFY): for a group of ``n`` it
+    samples ``n - per_group`` completions and adds the prompt's demonstration ``per_group`` times,
+    as rollouts marked ``demonstration`` (rollout log-probs 0: the demonstrator's probability is
+    taken as 1). They are scored with the samples, so they take part in the group's advantage, and
+    carry their group's policy version (they have none of their own): lag and staleness treat a
+    mixed group as its samples. Evaluation and RFT stages use the plain engine."""
+
+    def __init__(self, engine: RolloutEngine, prompts: Sequence[Prompt], demonstrations: Sequence[TrainSample],
+                 texts: Sequence[str], per_group: int):
+        if len(texts) != len(demonstrations):
+            raise ValueError(f"{len(texts)} demonstration texts for {len(demonstrations)} demonstrations: the "
+                             "rewards score a demonstration by its text")
+        self.engine, self.per_group = engine, per_group
+        self.demos = {p.prompt_id: (d, t) for p, d, t in zip(prompts, demonstrations, texts)}
+
+    def generate(self, prompts: Sequence[Prompt], sampling: SamplingSettings) -> list[Rollout]:
+        k = self.per_group
+        sampled = self.engine.generate(prompts, dataclasses.replace(sampling, n=sampling.n - k))
+        out: list[Rollout] = []
+        for g, prompt in enumerate(prompts):
+            group = [r for r in sampled if r.group_id == g]
+            demo, text = self.demos[prompt.prompt_id]
+            version = min((r.policy_version for r in group), default=0)
+            out += group + [Rollout(prompt.prompt_id, g, list(prompt.token_ids), list(demo.completion_ids),
+                                    [0.0] * len(demo.completion_ids), "stop", version, prompt.text, text,
+                                    dict(group[0].metadata) if group else dict(prompt.metadata), demonstration=True)
+                            for _ in range(k)]
+        return out
+
+    def restart_metrics(self) -> dict[str, float]:
+        return restart_metrics(self.engine)
+
+
+def guided_engine(cfg: RunConfig, engine: RolloutEngine, prompts: Sequence[Prompt],
+                  demonstrations: Sequence[TrainSample], texts: Sequence[str]) -> RolloutEngine:
+    """The engine RL steps collect with: ``MixedEngine`` under ``algo.guidance: mixed``, else ``engine``."""
+    g = cfg.algo.guidance
+    settings = GUIDANCE.get(g.name)(**g.params) if g is not None else None
+    if not isinstance(settings, Mixed):
+        return engine
+    return MixedEngine(engine, prompts, demonstrations, texts, settings.demos_per_group)
+
+
+BUILDERS: dict[type, Callable[..., BatchBuilder]] = {
+    ReLIFT: ReLIFTBuilder,
+    Mixed: lambda inner, demos, settings: inner,  # the groups bring the demonstrations (``MixedEngine``)
+}
 """The batch builder of each guidance method's settings (``rlft.algorithms.guidance``)."""
 
 
-__all__ = ["BUILDERS", "ReLIFTBuilder", "build_guidance"]
+__all__ = ["BUILDERS", "MixedEngine", "ReLIFTBuilder", "build_guidance", "guided_engine"]

@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 
 from rlft.algorithms import KL_ESTIMATORS, SFT_LOSSES, LossOutput, PolicyLossInputs, aggregate, compute_policy_loss
+from rlft.algorithms.guidance import shaped_demo_loss
 from rlft.algorithms.sft_losses import needs_reference
 
 Schedule = Literal["constant", "linear", "cosine"]
@@ -328,6 +329,8 @@ class Objective:
     kl_estimator: str = "k3"
     kl_coef: float = 0.0  # > 0 adds ``kl_coef * aggregate(KL)`` to the loss
     supervised: bool = False  # SFT: ``loss_name`` is an SFT objective (``SFT_LOSSES``), no policy loss
+    demo_gamma: float | None = None  # demonstration tokens: LUFFY's shaped weight instead of the policy loss
+    demo_sft_coef: float = 0.0  # ... plus this times their NLL (SRFT)
 
     @property
     def needs_reference(self) -> bool:
@@ -367,6 +370,7 @@ def micro_batch_loss(
     mask: Tensor,  # [B, T]
     rollout_logprobs: Tensor | None = None,  # [B, T]
     ref_logprobs: Tensor | None = None,  # [B, T]
+    demonstrations: Tensor | None = None,  # [B, T], 1 on off-policy demonstration tokens
     global_tokens: float,
     global_seqs: float,
     max_len: int,
@@ -387,6 +391,10 @@ def micro_batch_loss(
         out = LossOutput(SFT_LOSSES.get(objective.loss_name)(logprobs, anchor, **objective.loss_params) * mask)
     else:
         out = compute_policy_loss(objective.loss_name, inputs, objective.loss_params, tis_cap=objective.tis_cap)
+        if demonstrations is not None and objective.demo_gamma is not None:
+            # demonstration tokens: the shaped weight (no ratio to the behaviour policy, no clipping)
+            demo = shaped_demo_loss(logprobs, advantages, gamma=objective.demo_gamma) - objective.demo_sft_coef * logprobs
+            out = LossOutput(torch.where(demonstrations > 0, demo, out.per_token), out.metrics)
     norm = dict(global_tokens=max(global_tokens, 1.0), global_seqs=max(global_seqs, 1.0), max_len=max_len)
     policy = aggregate(out.per_token, mask, objective.aggregation, **norm)
     n_tokens = mask.sum()

@@ -51,6 +51,7 @@ class Rollout:
     prompt: str = ""
     completion: str = ""
     metadata: dict[str, Any] = field(default_factory=dict)
+    demonstration: bool = False  # an off-policy demonstration in its group (``rlft.guidance``), not sampled
 
     def __post_init__(self) -> None:
         if len(self.rollout_logprobs) != len(self.completion_ids):
@@ -122,6 +123,7 @@ class TrainSample:
     returns: list[float] | None = None  # PPO: the critic's regression targets (GAE returns)
     old_values: list[float] | None = None  # PPO: the critic's values when the batch was built
     policy_version: int | None = None  # engine version that sampled it (``Rollout.policy_version``); None: SFT
+    demonstration: bool = False  # an off-policy demonstration inside an RL batch (``Rollout.demonstration``)
 
     def __post_init__(self) -> None:
         n = len(self.completion_ids)
@@ -143,6 +145,7 @@ class TrainSample:
             advantages=[float(advantage)] * len(rollout.completion_ids),
             rollout_logprobs=list(rollout.rollout_logprobs),
             policy_version=rollout.policy_version,
+            demonstration=rollout.demonstration,
         )
 
 
@@ -188,6 +191,7 @@ class Collated:
     returns: torch.Tensor | None = None  # [B, L-1] float, when every sample carries them
     old_values: torch.Tensor | None = None  # [B, L-1] float, when every sample carries them
     policy_versions: torch.Tensor | None = None  # [B] long, when every sample carries one
+    demonstrations: torch.Tensor | None = None  # [B, L-1] float, 1 on demonstration tokens, when there are any
 
 
 def collate(samples: list[TrainSample], pad_id: int = 0) -> Collated:
@@ -198,6 +202,9 @@ def collate(samples: list[TrainSample], pad_id: int = 0) -> Collated:
         ([[5, 6, 7], [5, 8, 9]], [[0.0, 1.0], [1.0, 1.0]], None)
         >>> collate([TrainSample([5], [7], [1.0], policy_version=3), TrainSample([5], [8], [1.0], policy_version=2)]).policy_versions
         tensor([3, 2])
+        >>> collate([TrainSample([5], [7], [1.0]), TrainSample([5], [8, 9], [1.0, 1.0], demonstration=True)]).demonstrations
+        tensor([[0., 0.],
+                [1., 1.]])
     """
     if not samples:
         raise ValueError("cannot collate an empty list of samples")
@@ -228,4 +235,8 @@ def collate(samples: list[TrainSample], pad_id: int = 0) -> Collated:
                 tensor[i, sl] = torch.tensor(getattr(s, name), dtype=torch.float)
     versions = [s.policy_version for s in samples]
     policy_versions = None if None in versions else torch.tensor(versions, dtype=torch.long)
-    return Collated(input_ids, attention, mask, adv, lp, **optional, policy_versions=policy_versions)
+    demos = None
+    if any(s.demonstration for s in samples):
+        demos = torch.tensor([float(s.demonstration) for s in samples]).unsqueeze(-1) * (mask != 0)  # [B, L-1]
+    return Collated(input_ids, attention, mask, adv, lp, **optional, policy_versions=policy_versions,
+                    demonstrations=demos)

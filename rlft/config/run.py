@@ -138,6 +138,21 @@ class RunConfig(Section):
                 "algo.dynamic_sampling refills a step's batch with extra rounds, which the asynchronous "
                 "pipeline (rollout.max_staleness > 0) does not do: use algo.filter_zero_variance instead"
             )
+        g = self.algo.guidance
+        if g is not None:
+            meta = GUIDANCE.meta(g.name)
+            if self.critic is not None and meta.get("with_critic") is False:
+                raise ValueError(
+                    f"algo.guidance '{g.name}' puts demonstrations into the groups, which a critic cannot value "
+                    "(GAE needs the critic's values on tokens the policy did not sample): use the GRPO family "
+                    "(remove critic:), or guidance 'relift'")
+            if self.rollout.max_staleness > 0 and meta.get("with_pipeline") is False:
+                raise ValueError(f"algo.guidance '{g.name}' mixes demonstrations into the groups the synchronous "
+                                 "collector generates: set rollout.max_staleness to 0")
+            demos = int(g.params.get("demos_per_group", 0))
+            if demos >= self.rollout.group_size:
+                raise ValueError(f"algo.guidance '{g.name}': demos_per_group ({demos}) must leave samples in "
+                                 f"each group of rollout.group_size {self.rollout.group_size}")
         if self.rollout.max_staleness > 0 and self.cluster.colocate:
             raise ValueError(
                 "cluster.colocate time-shares each GPU between a learner rank and an engine, so nothing can "
