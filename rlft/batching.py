@@ -93,6 +93,10 @@ def build_train_batch(
             "advantage/abs_mean": float(adv.abs().mean()),
         }
     )
+    demos = [s for s in samples if s.demonstration]
+    if demos:  # mixed-policy groups (``rlft.guidance.MixedEngine``)
+        metrics["batch/demonstrations"] = float(len(demos))
+        metrics["advantage/demonstration_mean"] = sum(s.advantages[0] for s in demos) / len(demos)
     return TrainBatch(samples), metrics
 
 

@@ -6,7 +6,7 @@ of the SFT policy, which the resumed run must reload), and final weights equal b
 seeds, fp32: the learner's update, vLLM's seeded sampling and the weight sync are deterministic, and
 a checkpoint restores every bit of state that feeds them).
 
-Twice: GRPO with the KL in the loss, and PPO with a learned critic (its warm-up, its value model and
+Twice: GRPO with the KL in the loss (and ReLIFT's buffer of unsolved prompts), and PPO with a learned critic (its warm-up, its value model and
 optimizer, GAE over KL-penalised token rewards with the adaptive KL coefficient), whose critic
 weights must also come back bitwise."""
 
@@ -43,10 +43,12 @@ RUN = [
     "logging.progress=lines",
 ]
 VOLATILE = ("time", "time/", "throughput/", "sync/seconds", "sync/load_seconds", "learner/tokens_per_s", "sft/tokens_per_s",
-            "perf/")
+            "guidance/tokens_per_s", "perf/")
 PPO_EXAMPLE = str(Path(__file__).resolve().parents[2] / "examples" / "ppo.yaml")  # critic, KL in the reward
 ARGS = {
-    "grpo": [*RUN, "algo.kl.coef=0.1"],  # the embedded default (no config file): the KL in the loss
+    # the embedded default (no config file): the KL in the loss; ReLIFT's SFT steps on the reference
+    # solutions of the prompts no sample solved (all digits odd: almost none), 6 prompts at a time
+    "grpo": [*RUN, "algo.kl.coef=0.1", "algo.guidance={name: relift, params: {batch_size: 6}}"],
     "ppo": [PPO_EXAMPLE, *RUN, "critic.warmup_steps=2", "critic.epochs=2", "critic.micro_batch_size=8",
             "learner.warmup_steps=0", "algo.kl.coef=0.1", "algo.kl.target=0.5", "algo.kl.horizon=100"],
 }
@@ -95,16 +97,20 @@ def test_killed_run_resumes_exactly(tmp_path, algo):
     out = subprocess.run([RLFT, "train", "--resume", str(b)], capture_output=True, text=True, timeout=900,
                          cwd=tmp_path)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
-    # versions: 2 SFT steps, then one per RL step (PPO: after its 2 critic-only warm-up steps)
-    version = 6 if algo == "grpo" else 4
+    rows_a, rows_b = _rows(a), _rows(b)
+    # versions: 2 SFT steps, then one per RL step (PPO: after its 2 critic-only warm-up steps), plus
+    # ReLIFT's SFT steps (GRPO)
+    version = int(rows_a[6]["version"])
+    assert version == 4 if algo == "ppo" else version > 6
     assert "rlft: resumed from" in out.stdout and f"step 6, policy version {version}" in out.stdout
 
-    rows_a, rows_b = _rows(a), _rows(b)
     assert sorted(rows_b) == list(range(3, 10)), f"killed at step {killed_at}; rows {sorted(rows_b)}"
     assert [rows_b[s]["prompt_ids"] for s in range(3, 10)] == [rows_a[s]["prompt_ids"] for s in range(3, 10)]
     # the first RL step starts from the SFT policy, which is also its reference; then the KL grows
     if algo == "grpo":
         assert rows_a[3]["learner/kl"] == 0.0 and rows_a[9]["learner/kl"] > 0.0
+        # the checkpoint held prompts waiting in ReLIFT's buffer, and SFT steps on them ran after it
+        assert rows_a[6]["relift/buffer"] > 0 and any("guidance/loss" in rows_a[s] for s in (7, 8, 9))
     else:  # measured on the engine's samples: the same weights up to the engine's numerics
         assert abs(rows_a[3]["ppo/kl"]) < 1e-3
         assert [rows_a[s].get("critic/warmup", 0.0) for s in (3, 4, 5)] == [1.0, 1.0, 0.0]

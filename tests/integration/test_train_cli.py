@@ -59,7 +59,9 @@ def test_short_train_run_with_a_user_reward_file_writes_the_run_directory(tmp_pa
     )
     monitoring = ["logging.backends=[console, jsonl, tensorboard, wandb]", "logging.sample_every=1"]
     custom_loss = [f"plugins=[{EXAMPLES / 'custom_loss' / 'my_losses.py'}]",
-                   "algo.loss={name: clipped_reinforce, params: {max_abs_advantage: 1.5}}"]
+                   "algo.loss={name: clipped_reinforce, params: {max_abs_advantage: 1.5}}",
+                   # one reference solution in place of a sample in each group, scored with them (LUFFY)
+                   "algo.guidance={name: mixed, params: {demos_per_group: 1, sft_coef: 0.1}}"]
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path), "WANDB_BASE_URL": "http://127.0.0.1:9"}
     out = subprocess.run(
         [RLFT, "train", *SHORT, rewards, *monitoring, *custom_loss, "--run-dir", str(run_dir)],
@@ -75,6 +77,9 @@ def test_short_train_run_with_a_user_reward_file_writes_the_run_directory(tmp_pa
     rl = [r for r in rows if r.get("stage") == "rl1"]
     assert all("reward/mean" in r and "learner/loss" in r and "sync/bytes" in r for r in rl)
     assert all(0 <= r["learner/adv_clip_fraction"] <= 1 for r in rl)  # the plugin's loss ran in the learner actor
+    # each group: 3 samples and the prompt's reference solution, which the user's reward scores 1
+    assert all(r["batch/demonstrations"] == 4 and r["batch/samples"] == 16 for r in rl)
+    assert all(r["advantage/demonstration_mean"] > 0 for r in rl)
     assert all(r["reward/failed_samples"] == 0 and "reward/length_penalty/mean" in r for r in rl)
     assert all(0 <= r["reward/score/mean"] <= 1 and r["reward/score/info/chars"] > 0 for r in rl)
     assert "rewards: score (weight 1, timeout 5 s), length_penalty (weight 0.1" in out.stdout
