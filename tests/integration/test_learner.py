@@ -229,6 +229,26 @@ def test_sft_objectives_nll_dft_and_asft_anchored_to_the_frozen_reference(ray_se
         assert all(torch.equal(torch.tensor(a), r) for a, r in zip(after, ref))
 
 
+def test_demonstrations_in_the_batch_take_the_shaped_loss_and_stay_out_of_the_mismatch(ray_session, tiny_model_dir):
+    """Mixed-policy groups on the real learner: a demonstration's tokens are trained through LUFFY's
+    shaped weight plus the SFT term, the sampled ones through the clipped ratio; the engine mismatch
+    metric reads the sampled tokens only (a demonstration's rollout log-probs are 0 by convention)."""
+    base = [dataclasses.replace(s, loss_mask=None, policy_version=0) for s in make_batch(4, seed=3).samples]
+    batch = TrainBatch([*base[:2], *[dataclasses.replace(s, demonstration=True, rollout_logprobs=[0.0] * len(s.completion_ids))
+                                     for s in base[2:]]])
+    algo = AlgoConfig(guidance={"name": "mixed", "params": {"gamma": 0.1, "sft_coef": 0.5}})
+    with Group(ray_session, tiny_model_dir, 1, LearnerConfig(lr=1e-3), algo) as group:
+        lps = [torch.tensor(x) for x in group.call("compute_logprobs", batch.samples)]
+        per_token = []
+        for s, lp in zip(batch.samples, lps):
+            adv = torch.tensor(s.advantages)
+            per_token.append(-adv * lp.exp() / (lp.exp() + 0.1) - 0.5 * lp if s.demonstration else -adv)
+        metrics = group.train(batch)[0]
+        assert metrics["loss"] == pytest.approx(float(torch.cat(per_token).mean()), rel=1e-5)
+        sampled = torch.cat([(lp - torch.tensor(s.rollout_logprobs)).abs() for s, lp in zip(batch.samples[:2], lps[:2])])
+        assert metrics["logprob_mismatch_mean"] == pytest.approx(float(sampled.mean()), rel=1e-4)
+
+
 def test_a_step_changes_weights_and_syncs_in_hugging_face_format(ray_session, tiny_model_dir, tmp_path):
     from transformers import AutoModelForCausalLM
 
