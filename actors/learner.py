@@ -38,7 +38,7 @@ import torch.distributed as dist
 from actors.data_parallel import DataParallelRank, StepTally
 from actors.distributed import DTYPES, fsdp2_shard, load_causal_lm, resolve_device
 from rlft.algorithms import KL_ESTIMATORS
-from rlft.algorithms.guidance import GUIDANCE, Mixed
+from rlft.algorithms.guidance import GUIDANCE, Mixed, Prefix
 from rlft.config import AlgoConfig, LearnerConfig, ModelConfig
 from rlft.config.stages import SFTLossChoice
 from rlft.micro_batches import (
@@ -162,8 +162,9 @@ class LearnerWorker(DataParallelRank):
             weight_decay=learner_cfg.weight_decay,
         )
         kl, guidance = algo_cfg.kl, algo_cfg.guidance
-        mixed = GUIDANCE.get(guidance.name)(**guidance.params) if guidance is not None else None
-        mixed = mixed if isinstance(mixed, Mixed) else None  # demonstrations inside the groups (LUFFY)
+        settings = GUIDANCE.get(guidance.name)(**guidance.params) if guidance is not None else None
+        mixed = settings if isinstance(settings, Mixed) else None  # demonstrations inside the groups (LUFFY)
+        imitate = settings.imitation_coef if isinstance(settings, Prefix) and settings.prefix_tokens == "imitation" else 0.0
         self.objective = Objective(
             loss_name=algo_cfg.loss.name,
             loss_params=dict(algo_cfg.loss.params),
@@ -172,7 +173,7 @@ class LearnerWorker(DataParallelRank):
             kl_estimator=kl.estimator,
             kl_coef=kl.coef if kl.placement == "loss" else 0.0,
             demo_gamma=mixed.gamma if mixed else None,
-            demo_sft_coef=mixed.sft_coef if mixed else 0.0,
+            demo_sft_coef=mixed.sft_coef if mixed else imitate,  # Prefix-RFT: imitation of the prefix
         )
         self.loss_metric_names = loss_metric_names(self.objective)
         self.version = 0

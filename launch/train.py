@@ -28,7 +28,7 @@ from rlft.data.loading import BUILTIN_PREFIX, DataError, Record
 from rlft.compose import build_driver
 from rlft.driver import Driver, RunSummary
 from rlft.tasks import get_task
-from rlft.types import Prompt, TrainSample
+from rlft.types import DemoText, Prompt, TrainSample
 from rewards.loading import load_rewards, reward_functions, sandbox_mode
 from rewards.pool import Sample, runtime_sample
 
@@ -47,7 +47,7 @@ class Prepared:
     judge_model_path: str | None
     notes: list[str]
     tokenizer: Any = None
-    demonstration_texts: list[str] = field(default_factory=list)  # the SFT examples' reference texts
+    demonstration_texts: list[DemoText] = field(default_factory=list)  # the SFT examples' reference texts
 
 
 def held_out_of(train_path: str) -> str:
@@ -136,8 +136,20 @@ def prepare(cfg: RunConfig, run_dir: Path) -> Prepared:
         sft = sft_examples(train_records, train_prompts, tokenizer, context_tokens=context)
         longest = max(len(x.prompt_ids) + len(x.completion_ids) for x in sft)
         notes.append(f"sft: {len(sft)} examples (prompt + reference completion), longest {longest} tokens")
-    texts = [by_id[p.prompt_id].solution or "" for p in train_prompts] if sft else []
+    texts = [demo_text(by_id[p.prompt_id].solution or "", tokenizer) for p in train_prompts] if sft else []
     return Prepared(model_path, train_prompts, eval_prompts, sft, functions, judge_path, notes, tokenizer, texts)
+
+
+def demo_text(text: str, tokenizer: Any) -> DemoText:
+    """A reference completion's text with the character offset after each of its tokens (as
+    ``sft_examples`` tokenizes it), so a prefix of its tokens has its text: from the tokenizer's
+    offsets where it gives them, else by decoding each prefix."""
+    try:
+        ends = [end for _, end in tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]]
+    except (NotImplementedError, KeyError, TypeError, ValueError):
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        ends = [len(tokenizer.decode(ids[: k + 1])) for k in range(len(ids))]
+    return DemoText(text, ends)
 
 
 def context_of(cfg: RunConfig, model_path: str) -> int | None:

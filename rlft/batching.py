@@ -93,8 +93,8 @@ def build_train_batch(
             "advantage/abs_mean": float(adv.abs().mean()),
         }
     )
-    demos = [s for s in samples if s.demonstration]
-    if demos:  # mixed-policy groups (``rlft.guidance.MixedEngine``)
+    demos = [s for s in samples if s.demo_tokens]
+    if demos:  # demonstrations or their prefixes in the groups (``rlft.guidance``)
         metrics["batch/demonstrations"] = float(len(demos))
         metrics["advantage/demonstration_mean"] = sum(s.advantages[0] for s in demos) / len(demos)
     return TrainBatch(samples), metrics

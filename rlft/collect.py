@@ -216,7 +216,7 @@ class SyncCollector:
             if rounds:
                 settings = dataclasses.replace(settings, seed=(settings.seed or 0) + 1_000_003 * 7919 * rounds)
             with phases("time/generate"):
-                rollouts = self.engine.generate(self.prompts.get(indices), settings)
+                rollouts = self.generate(at, self.prompts.get(indices), settings)
             with phases("time/reward"):
                 scores = Scores.of(self.scorer.score(rollouts))
                 check_failures(scores, at.step, cfg.reward.max_failure_rate)
@@ -249,6 +249,10 @@ class SyncCollector:
         scores = Scores.concat(parts) if len(parts) > 1 else parts[0]
         return Collected(kept_idx, kept, scores, advantages, metrics, phases.timings,
                          [p.prompt_id for p in self.prompts.get(kept_idx)])
+
+    def generate(self, at: StepInfo, prompts: list[Prompt], settings: SamplingSettings) -> list[Rollout]:
+        """One round's groups of ``prompts`` (a subclass may change what is generated, e.g. prefixes)."""
+        return self.engine.generate(prompts, settings)
 
     def state_dict(self) -> list[dict[str, Any]]:
         return [{"step": s, "indices": list(i), "observed": []} for s, i in sorted(self.drawn.items())]

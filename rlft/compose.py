@@ -4,7 +4,8 @@
 ``rlft.roles`` Protocols: Ray actor groups in production, fakes in tests):
 
 * the collector: ``PipelinedCollector`` with ``rollout.max_staleness > 0`` (it needs ``stream``),
-  else ``SyncCollector`` (dynamic sampling included);
+  else ``SyncCollector`` (dynamic sampling included), which ``algo.guidance`` may make mix
+  demonstrations into groups or continue their prefixes (``rlft.guidance.guided_collector``);
 * the batch builder: ``CriticBuilder`` with ``critic:`` in the config (it needs ``critic``; the
   learner then also serves the KL's reference log-probs), else ``OutcomeBuilder``;
 * around it, the builder of ``algo.guidance`` (``rlft.guidance``, e.g. ReLIFT), which takes
@@ -47,17 +48,17 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from rlft.builders import BatchBuilder, OutcomeBuilder
-from rlft.collect import Collector, Prompts, SFTExamples, SyncCollector
+from rlft.collect import Collector, Prompts, SFTExamples
 from rlft.config import RunConfig
 from rlft.driver import Driver
 from rlft.evaluation import Evaluator
-from rlft.guidance import build_guidance, guided_engine
+from rlft.guidance import build_guidance, guided_collector
 from rlft.parts import Parts, StepParts
 from rlft.pipeline import GroupStream, PipelinedCollector
 from rlft.ppo_step import Critic, CriticBuilder
 from rlft.rft import ImitationBuilder, RFTCollector
 from rlft.roles import Learner, MetricsSink, RewardScorer, RolloutEngine, WeightSync
-from rlft.types import Prompt, TrainSample
+from rlft.types import DemoText, Prompt, TrainSample
 
 
 def parts(
@@ -70,7 +71,7 @@ def parts(
     train_prompts: Sequence[Prompt],
     eval_prompts: Sequence[Prompt] = (),
     sft_examples: Sequence[TrainSample] = (),
-    demonstration_texts: Sequence[str] = (),
+    demonstration_texts: Sequence[DemoText] = (),
     critic: Critic | None = None,
     stream: GroupStream | None = None,
     clock: Callable[[], float] = time.perf_counter,
@@ -78,16 +79,15 @@ def parts(
     """The parts ``cfg`` asks for. ``stream`` (generating and scoring upcoming steps in the
     background) is required with ``rollout.max_staleness > 0``; ``critic`` with ``cfg.critic``.
     ``sft_examples[i]`` is training prompt ``i``'s reference solution (SFT stages, guidance), and
-    ``demonstration_texts[i]`` its text (the rewards score demonstrations mixed into groups)."""
+    ``demonstration_texts[i]`` its text (the rewards score demonstrations, and prefixes of them)."""
     prompts = Prompts(cfg, train_prompts)
-    rl_engine = guided_engine(cfg, engine, train_prompts, sft_examples, demonstration_texts)  # LUFFY's mixed groups
     collector: Collector
     if cfg.rollout.max_staleness > 0:
         if stream is None:
             raise ValueError("rollout.max_staleness > 0 needs a stream that generates ahead (actors.stream)")
         collector = PipelinedCollector(cfg, stream, prompts, engine=engine, scorer=scorer, clock=clock)
     else:
-        collector = SyncCollector(cfg, rl_engine, scorer, prompts, clock=clock)
+        collector = guided_collector(cfg, engine, scorer, prompts, sft_examples, demonstration_texts, clock=clock)
     builder: BatchBuilder
     if cfg.critic is not None:
         if critic is None:

@@ -11,7 +11,7 @@ go into a buffer, and once the buffer holds ``batch_size`` of them one SFT step 
 demonstrations runs right before the step's RL update (``BatchBuilder.interleaved``), then RL goes
 on. The buffer is part of checkpoints; the SFT step is a policy version of its own.
 
->>> from rlft.collect import Collected, restart_metrics
+>>> from rlft.collect import Collected, Prompts, StepInfo, SyncCollector, restart_metrics
 >>> from rlft.config import load_config
 >>> from rlft.types import Rollout, Scores, TrainSample
 >>> demos = [TrainSample([1], [10 + i], [1.0]) for i in range(4)]  # prompt i's reference solution
@@ -32,16 +32,17 @@ on. The buffer is part of checkpoints; the SFT step is a policy version of its o
 from __future__ import annotations
 
 import dataclasses
+import random
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from rlft.algorithms.guidance import GUIDANCE, Mixed, ReLIFT
+from rlft.algorithms.guidance import GUIDANCE, Mixed, Prefix, ReLIFT
 from rlft.batching import rewards_by_group, usable
 from rlft.builders import BatchBuilder, OutcomeBuilder
-from rlft.collect import Collected, restart_metrics
+from rlft.collect import Collected, Prompts, StepInfo, SyncCollector, restart_metrics
 from rlft.config import RunConfig, SFTLossChoice
-from rlft.roles import RolloutEngine
-from rlft.types import Prompt, Rollout, SamplingSettings, TrainBatch, TrainSample
+from rlft.roles import RewardScorer, RolloutEngine
+from rlft.types import DemoText, Prompt, Rollout, SamplingSettings, TrainBatch, TrainSample
 
 class ReLIFTBuilder(BatchBuilder):
     """The inner builder's batch, plus a buffer of the prompts no sample solved; when the buffer
@@ -113,13 +114,13 @@ def build_guidance(cfg: RunConfig, inner: BatchBuilder, demonstrations: Sequence
 class MixedEngine:
     """The RL collector's engine with demonstrations in every group (LUFFY): for a group of ``n`` it
     samples ``n - per_group`` completions and adds the prompt's demonstration ``per_group`` times,
-    as rollouts marked ``demonstration`` (rollout log-probs 0: the demonstrator's probability is
+    as rollouts whose every token is a demonstration's (``demo_tokens``) (rollout log-probs 0: the demonstrator's probability is
     taken as 1). They are scored with the samples, so they take part in the group's advantage, and
     carry their group's policy version (they have none of their own): lag and staleness treat a
     mixed group as its samples. Evaluation and RFT stages use the plain engine."""
 
     def __init__(self, engine: RolloutEngine, prompts: Sequence[Prompt], demonstrations: Sequence[TrainSample],
-                 texts: Sequence[str], per_group: int):
+                 texts: Sequence[DemoText], per_group: int):
         if len(texts) != len(demonstrations):
             raise ValueError(f"{len(texts)} demonstration texts for {len(demonstrations)} demonstrations: the "
                              "rewards score a demonstration by its text")
@@ -135,8 +136,9 @@ class MixedEngine:
             demo, text = self.demos[prompt.prompt_id]
             version = min((r.policy_version for r in group), default=0)
             out += group + [Rollout(prompt.prompt_id, g, list(prompt.token_ids), list(demo.completion_ids),
-                                    [0.0] * len(demo.completion_ids), "stop", version, prompt.text, text,
-                                    dict(group[0].metadata) if group else dict(prompt.metadata), demonstration=True)
+                                    [0.0] * len(demo.completion_ids), "stop", version, prompt.text, text.text,
+                                    dict(group[0].metadata) if group else dict(prompt.metadata),
+                                    demo_tokens=len(demo.completion_ids))
                             for _ in range(k)]
         return out
 
@@ -144,21 +146,124 @@ class MixedEngine:
         return restart_metrics(self.engine)
 
 
-def guided_engine(cfg: RunConfig, engine: RolloutEngine, prompts: Sequence[Prompt],
-                  demonstrations: Sequence[TrainSample], texts: Sequence[str]) -> RolloutEngine:
-    """The engine RL steps collect with: ``MixedEngine`` under ``algo.guidance: mixed``, else ``engine``."""
+class PrefixCollector(SyncCollector):
+    """The synchronous collector with Prefix-RFT's prefixes: in each round, each prompt is prefixed
+    with probability ``share`` (annealed over the stage), and then every sample of its group
+    continues its own prefix of the prompt's demonstration, ``min_fraction`` to ``max_fraction`` of
+    the demonstration's tokens (drawn per sample, annealed too; its EOS never). The draws are seeded
+    by the round's sampling seed, so a resumed run draws the same. A prefixed sample is returned as
+    prompt -> prefix + continuation, with ``demo_tokens`` = the prefix's length and rollout
+    log-probs 0 on it; its continuation may be ``rollout.max_new_tokens`` minus the prefix long."""
+
+    def __init__(self, cfg: RunConfig, engine: RolloutEngine, scorer: RewardScorer, prompts: Prompts,
+                 demonstrations: Sequence[TrainSample], texts: Sequence[DemoText], settings: Prefix, **kw: Any):
+        super().__init__(cfg, engine, scorer, prompts, **kw)
+        self.settings = settings
+        self.demos = {p.prompt_id: (d, t) for p, d, t in zip(prompts.prompts, demonstrations, texts)}
+
+    def generate(self, at: StepInfo, prompts: list[Prompt], settings: SamplingSettings) -> list[Rollout]:
+        share, low, high = self.settings.at(stage_progress(at))
+        rng = random.Random(f"prefix:{settings.seed}")
+        plain = [g for g in range(len(prompts)) if rng.random() >= share]
+        cut = [(g, j, self._length(prompts[g], rng.uniform(low, high))) for g in range(len(prompts))
+               if g not in plain for j in range(settings.n)]
+        out = [dataclasses.replace(r, group_id=plain[r.group_id])
+               for r in (self.engine.generate([prompts[g] for g in plain], settings) if plain else [])]
+        if cut:
+            budget = settings.max_new_tokens
+            asked = [self._prefixed(prompts[g], k) for g, _, k in cut]
+            one = dataclasses.replace(settings, n=1, seed=(settings.seed or 0) + 7_919,
+                                      max_new_tokens=max(1, budget - max(k for _, _, k in cut)))
+            for r in self.engine.generate(asked, one):
+                g, _, k = cut[r.group_id]
+                demo, text = self.demos[prompts[g].prompt_id]
+                out.append(dataclasses.replace(
+                    r, group_id=g, prompt_ids=list(prompts[g].token_ids), prompt=prompts[g].text,
+                    completion_ids=list(demo.completion_ids[:k]) + list(r.completion_ids),
+                    rollout_logprobs=[0.0] * k + list(r.rollout_logprobs), completion=text.prefix(k) + r.completion,
+                    demo_tokens=k))
+        return sorted(out, key=lambda r: r.group_id)  # stable: each group's samples in their order
+
+    def _length(self, prompt: Prompt, fraction: float) -> int:
+        """Prefix tokens for ``fraction`` of the prompt's demonstration (its EOS excluded)."""
+        demo, text = self.demos[prompt.prompt_id]
+        return min(round(fraction * len(text.token_ends)), len(text.token_ends), len(demo.completion_ids) - 1)
+
+    def _prefixed(self, prompt: Prompt, k: int) -> Prompt:
+        demo, text = self.demos[prompt.prompt_id]
+        return dataclasses.replace(prompt, token_ids=list(prompt.token_ids) + list(demo.completion_ids[:k]),
+                                   text=prompt.text + text.prefix(k))
+
+
+def stage_progress(at: StepInfo) -> float:
+    """How far through its stage a step is, from 0 (first step) towards 1 (0 outside a stage).
+
+    >>> from rlft.config import StageConfig
+    >>> stage_progress(StepInfo(15, 15, stage_end=20, stage=StageConfig(kind="rl", steps=10)))
+    0.5
+    """
+    if at.stage is None or at.stage_end is None:
+        return 0.0
+    return (at.step - (at.stage_end - at.stage.steps)) / at.stage.steps
+
+
+class PrefixBuilder(BatchBuilder):
+    """The inner builder's batch with the prefix tokens of prefixed samples out of the loss
+    (``prefix_tokens: masked``); with ``imitation`` they stay in, and the learner trains them by
+    imitation (``rlft.training.Objective.demo_sft_coef``)."""
+
+    def __init__(self, inner: BatchBuilder, demonstrations: Sequence[TrainSample], settings: Prefix):
+        self.inner, self.masked = inner, settings.prefix_tokens == "masked"
+
+    def build(self, collected: Collected, version: int) -> tuple[TrainBatch, dict[str, float]]:
+        batch, metrics = self.inner.build(collected, version)
+        prefixed = [s for s in batch.samples if s.demo_tokens]
+        if prefixed:
+            metrics["prefix/samples"] = float(len(prefixed))
+            metrics["prefix/tokens_mean"] = sum(s.demo_tokens for s in prefixed) / len(prefixed)
+        if self.masked:
+            batch = TrainBatch([dataclasses.replace(s, loss_mask=_masked(s)) if s.demo_tokens else s
+                                for s in batch.samples])
+        return batch, metrics
+
+    def before_update(self, batch: TrainBatch) -> tuple[dict[str, float], bool]:
+        return self.inner.before_update(batch)
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.inner.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any] | None) -> None:
+        self.inner.load_state_dict(state)
+
+
+def _masked(s: TrainSample) -> list[int]:
+    mask = list(s.loss_mask) if s.loss_mask is not None else [1] * len(s.completion_ids)
+    return [0] * s.demo_tokens + mask[s.demo_tokens:]
+
+
+def guided_collector(cfg: RunConfig, engine: RolloutEngine, scorer: RewardScorer, prompts: Prompts,
+                     demonstrations: Sequence[TrainSample], texts: Sequence[DemoText], **kw: Any) -> SyncCollector:
+    """The synchronous collector of RL steps: with ``algo.guidance`` ``mixed`` its engine mixes
+    demonstrations into the groups (``MixedEngine``), with ``prefix`` it is a ``PrefixCollector``."""
     g = cfg.algo.guidance
     settings = GUIDANCE.get(g.name)(**g.params) if g is not None else None
-    if not isinstance(settings, Mixed):
-        return engine
-    return MixedEngine(engine, prompts, demonstrations, texts, settings.demos_per_group)
+    if isinstance(settings, Mixed):
+        engine = MixedEngine(engine, prompts.prompts, demonstrations, texts, settings.demos_per_group)
+    if isinstance(settings, Prefix):
+        if len(texts) != len(demonstrations):
+            raise ValueError(f"{len(texts)} demonstration texts for {len(demonstrations)} demonstrations: the "
+                             "rewards score a prefixed sample by its text")
+        return PrefixCollector(cfg, engine, scorer, prompts, demonstrations, texts, settings, **kw)
+    return SyncCollector(cfg, engine, scorer, prompts, **kw)
 
 
 BUILDERS: dict[type, Callable[..., BatchBuilder]] = {
     ReLIFT: ReLIFTBuilder,
     Mixed: lambda inner, demos, settings: inner,  # the groups bring the demonstrations (``MixedEngine``)
+    Prefix: PrefixBuilder,
 }
 """The batch builder of each guidance method's settings (``rlft.algorithms.guidance``)."""
 
 
-__all__ = ["BUILDERS", "MixedEngine", "ReLIFTBuilder", "build_guidance", "guided_engine"]
+__all__ = ["BUILDERS", "MixedEngine", "PrefixBuilder", "PrefixCollector", "ReLIFTBuilder", "build_guidance",
+           "guided_collector", "stage_progress"]

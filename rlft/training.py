@@ -329,8 +329,10 @@ class Objective:
     kl_estimator: str = "k3"
     kl_coef: float = 0.0  # > 0 adds ``kl_coef * aggregate(KL)`` to the loss
     supervised: bool = False  # SFT: ``loss_name`` is an SFT objective (``SFT_LOSSES``), no policy loss
-    demo_gamma: float | None = None  # demonstration tokens: LUFFY's shaped weight instead of the policy loss
-    demo_sft_coef: float = 0.0  # ... plus this times their NLL (SRFT)
+    # demonstration tokens, instead of the policy loss: LUFFY's shaped weight (with ``demo_gamma``)
+    # plus ``demo_sft_coef`` times their NLL (SRFT; Prefix-RFT's imitation of a prefix alone)
+    demo_gamma: float | None = None
+    demo_sft_coef: float = 0.0
 
     @property
     def needs_reference(self) -> bool:
@@ -391,9 +393,11 @@ def micro_batch_loss(
         out = LossOutput(SFT_LOSSES.get(objective.loss_name)(logprobs, anchor, **objective.loss_params) * mask)
     else:
         out = compute_policy_loss(objective.loss_name, inputs, objective.loss_params, tis_cap=objective.tis_cap)
-        if demonstrations is not None and objective.demo_gamma is not None:
-            # demonstration tokens: the shaped weight (no ratio to the behaviour policy, no clipping)
-            demo = shaped_demo_loss(logprobs, advantages, gamma=objective.demo_gamma) - objective.demo_sft_coef * logprobs
+        if demonstrations is not None and (objective.demo_gamma is not None or objective.demo_sft_coef > 0):
+            # demonstration tokens: no ratio to a behaviour policy, no clipping
+            demo = -objective.demo_sft_coef * logprobs
+            if objective.demo_gamma is not None:
+                demo = demo + shaped_demo_loss(logprobs, advantages, gamma=objective.demo_gamma)
             out = LossOutput(torch.where(demonstrations > 0, demo, out.per_token), out.metrics)
     norm = dict(global_tokens=max(global_tokens, 1.0), global_seqs=max(global_seqs, 1.0), max_len=max_len)
     policy = aggregate(out.per_token, mask, objective.aggregation, **norm)

@@ -51,7 +51,7 @@ class Rollout:
     prompt: str = ""
     completion: str = ""
     metadata: dict[str, Any] = field(default_factory=dict)
-    demonstration: bool = False  # an off-policy demonstration in its group (``rlft.guidance``), not sampled
+    demo_tokens: int = 0  # leading completion tokens from a demonstration (``rlft.guidance``), not sampled
 
     def __post_init__(self) -> None:
         if len(self.rollout_logprobs) != len(self.completion_ids):
@@ -111,6 +111,22 @@ class Scores:
 
 
 @dataclass(frozen=True)
+class DemoText:
+    """A demonstration's text and where each of its tokens ends in it, so a prefix of its tokens has
+    its text (rewards read text): ``token_ends[k]`` is the character offset after token ``k``.
+
+    >>> DemoText("7+5=12", [1, 2, 3, 4, 6]).prefix(3)
+    '7+5'
+    """
+
+    text: str
+    token_ends: list[int] = field(default_factory=list)
+
+    def prefix(self, tokens: int) -> str:
+        return self.text[: self.token_ends[tokens - 1]] if tokens > 0 else ""
+
+
+@dataclass(frozen=True)
 class TrainSample:
     """One sequence for the learner: prompt + completion tokens and the completion's advantages."""
 
@@ -123,7 +139,7 @@ class TrainSample:
     returns: list[float] | None = None  # PPO: the critic's regression targets (GAE returns)
     old_values: list[float] | None = None  # PPO: the critic's values when the batch was built
     policy_version: int | None = None  # engine version that sampled it (``Rollout.policy_version``); None: SFT
-    demonstration: bool = False  # an off-policy demonstration inside an RL batch (``Rollout.demonstration``)
+    demo_tokens: int = 0  # leading completion tokens from a demonstration, off-policy (``Rollout.demo_tokens``)
 
     def __post_init__(self) -> None:
         n = len(self.completion_ids)
@@ -131,6 +147,8 @@ class TrainSample:
             value = getattr(self, name)
             if value is not None and len(value) != n:
                 raise ValueError(f"{name} has {len(value)} entries for {n} completion tokens")
+        if not 0 <= self.demo_tokens <= n:
+            raise ValueError(f"demo_tokens {self.demo_tokens} is not within the {n} completion tokens")
 
     @property
     def length(self) -> int:
@@ -145,7 +163,7 @@ class TrainSample:
             advantages=[float(advantage)] * len(rollout.completion_ids),
             rollout_logprobs=list(rollout.rollout_logprobs),
             policy_version=rollout.policy_version,
-            demonstration=rollout.demonstration,
+            demo_tokens=rollout.demo_tokens,
         )
 
 
@@ -202,9 +220,9 @@ def collate(samples: list[TrainSample], pad_id: int = 0) -> Collated:
         ([[5, 6, 7], [5, 8, 9]], [[0.0, 1.0], [1.0, 1.0]], None)
         >>> collate([TrainSample([5], [7], [1.0], policy_version=3), TrainSample([5], [8], [1.0], policy_version=2)]).policy_versions
         tensor([3, 2])
-        >>> collate([TrainSample([5], [7], [1.0]), TrainSample([5], [8, 9], [1.0, 1.0], demonstration=True)]).demonstrations
+        >>> collate([TrainSample([5], [7], [1.0]), TrainSample([5], [8, 9], [1.0, 1.0], demo_tokens=1)]).demonstrations
         tensor([[0., 0.],
-                [1., 1.]])
+                [1., 0.]])
     """
     if not samples:
         raise ValueError("cannot collate an empty list of samples")
@@ -236,7 +254,11 @@ def collate(samples: list[TrainSample], pad_id: int = 0) -> Collated:
     versions = [s.policy_version for s in samples]
     policy_versions = None if None in versions else torch.tensor(versions, dtype=torch.long)
     demos = None
-    if any(s.demonstration for s in samples):
-        demos = torch.tensor([float(s.demonstration) for s in samples]).unsqueeze(-1) * (mask != 0)  # [B, L-1]
+    if any(s.demo_tokens for s in samples):
+        demos = torch.zeros((b, length - 1))
+        for i, s in enumerate(samples):
+            p = len(s.prompt_ids)
+            demos[i, p - 1: p - 1 + s.demo_tokens] = 1.0
+        demos *= (mask != 0)
     return Collated(input_ids, attention, mask, adv, lp, **optional, policy_versions=policy_versions,
                     demonstrations=demos)

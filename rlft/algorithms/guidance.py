@@ -9,6 +9,10 @@ method's settings, checked when the config loads. ``rlft.guidance`` builds the b
   group's advantage, and their tokens are trained through the shaped weight ``shaped_demo_loss``
   instead of the clipped on-policy ratio (optionally plus an SFT term, ``sft_coef``: SRFT's
   single-stage SFT + RL).
+* ``prefix`` (Prefix-RFT, Huang et al. 2025, "Blending Supervised and Reinforcement Fine-Tuning
+  with Prefix Sampling"): for a share of prompts the policy continues a prefix of the
+  demonstration; the prefix is off-policy (masked, or trained by imitation), the continuation
+  on-policy; share and prefix length anneal towards 0 over the stage.
 
 Policy shaping: a demonstration token the policy gives probability 0.5, advantage 1, gamma 0.1:
 ``f(p) = 0.5 / 0.6``, and the gradient through ``log p`` is ``-A * gamma * p / (p + gamma)**2``.
@@ -33,8 +37,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Callable
 
+import math
+from typing import Literal
+
 import torch
-from annotated_types import Ge, Gt
+from annotated_types import Ge, Gt, Le
 from torch import Tensor
 
 from rlft.algorithms.registry import Registry
@@ -88,4 +95,40 @@ def mixed(*, demos_per_group: Annotated[int, Ge(1)] = 1, gamma: Annotated[float,
     return Mixed(demos_per_group, gamma, sft_coef)
 
 
-__all__ = ["GUIDANCE", "Mixed", "ReLIFT", "mixed", "relift", "shaped_demo_loss"]
+@dataclass(frozen=True)
+class Prefix:
+    share: float
+    min_fraction: float
+    max_fraction: float
+    anneal: str
+    prefix_tokens: str
+    imitation_coef: float
+
+    def at(self, progress: float) -> tuple[float, float, float]:
+        """``(share, min_fraction, max_fraction)`` at ``progress`` (0 to 1) through the stage: each
+        scaled by the annealing factor (cosine: ``(1 + cos(pi * t)) / 2``; linear: ``1 - t``; none: 1).
+
+        >>> Prefix(0.5, 0.2, 0.8, "cosine", "masked", 1.0).at(0.5)
+        (0.25, 0.1, 0.4)
+        """
+        t = min(max(progress, 0.0), 1.0)
+        factor = {"cosine": 0.5 * (1 + math.cos(math.pi * t)), "linear": 1 - t, "none": 1.0}[self.anneal]
+        return tuple(round(x * factor, 12) for x in (self.share, self.min_fraction, self.max_fraction))  # type: ignore[return-value]
+
+
+@GUIDANCE.register("prefix", needs_demonstrations=True, with_critic=False, with_pipeline=False)
+def prefix(*, share: Annotated[float, Ge(0), Le(1)] = 0.5, min_fraction: Annotated[float, Ge(0), Le(1)] = 0.2,
+           max_fraction: Annotated[float, Ge(0), Le(1)] = 0.8, anneal: Literal["cosine", "linear", "none"] = "cosine",
+           prefix_tokens: Literal["masked", "imitation"] = "masked",
+           imitation_coef: Annotated[float, Ge(0)] = 1.0) -> Prefix:
+    """Prefix sampling (Prefix-RFT): for a ``share`` of the step's prompts each sample continues a
+    prefix of the prompt's demonstration, ``min_fraction`` to ``max_fraction`` of its tokens (drawn
+    per sample); share and fractions anneal over the stage (``anneal``). Prefix tokens are
+    ``masked`` out of the loss, or trained by ``imitation`` (``imitation_coef`` times their NLL); the
+    continuation by its RL advantage."""
+    if min_fraction > max_fraction:
+        raise ValueError(f"prefix: min_fraction ({min_fraction}) must be <= max_fraction ({max_fraction})")
+    return Prefix(share, min_fraction, max_fraction, anneal, prefix_tokens, imitation_coef)
+
+
+__all__ = ["GUIDANCE", "Mixed", "Prefix", "ReLIFT", "mixed", "prefix", "relift", "shaped_demo_loss"]

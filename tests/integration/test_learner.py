@@ -234,7 +234,8 @@ def test_demonstrations_in_the_batch_take_the_shaped_loss_and_stay_out_of_the_mi
     shaped weight plus the SFT term, the sampled ones through the clipped ratio; the engine mismatch
     metric reads the sampled tokens only (a demonstration's rollout log-probs are 0 by convention)."""
     base = [dataclasses.replace(s, loss_mask=None, policy_version=0) for s in make_batch(4, seed=3).samples]
-    batch = TrainBatch([*base[:2], *[dataclasses.replace(s, demonstration=True, rollout_logprobs=[0.0] * len(s.completion_ids))
+    batch = TrainBatch([*base[:2], *[dataclasses.replace(s, demo_tokens=len(s.completion_ids),
+                                                                           rollout_logprobs=[0.0] * len(s.completion_ids))
                                      for s in base[2:]]])
     algo = AlgoConfig(guidance={"name": "mixed", "params": {"gamma": 0.1, "sft_coef": 0.5}})
     with Group(ray_session, tiny_model_dir, 1, LearnerConfig(lr=1e-3), algo) as group:
@@ -242,7 +243,7 @@ def test_demonstrations_in_the_batch_take_the_shaped_loss_and_stay_out_of_the_mi
         per_token = []
         for s, lp in zip(batch.samples, lps):
             adv = torch.tensor(s.advantages)
-            per_token.append(-adv * lp.exp() / (lp.exp() + 0.1) - 0.5 * lp if s.demonstration else -adv)
+            per_token.append(-adv * lp.exp() / (lp.exp() + 0.1) - 0.5 * lp if s.demo_tokens else -adv)
         metrics = group.train(batch)[0]
         assert metrics["loss"] == pytest.approx(float(torch.cat(per_token).mean()), rel=1e-5)
         sampled = torch.cat([(lp - torch.tensor(s.rollout_logprobs)).abs() for s, lp in zip(batch.samples[:2], lps[:2])])
