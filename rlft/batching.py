@@ -187,6 +187,7 @@ def sample_rows(
                 "num_tokens": len(r.completion_ids),
                 "policy_version": r.policy_version,
                 "category": r.metadata.get("category"),
+                **({"demo_tokens": r.demo_tokens} if r.demo_tokens else {}),  # a demonstration, or its prefix
             }
         )
     return rows

@@ -1,10 +1,13 @@
 """DAPO dynamic sampling on the built-in task with the real runtime: prompts whose reward is constant
 by construction give zero-variance groups; the driver draws more prompts until every step trains on
-a full batch with none of them, and logs the extra generation rounds."""
+a full batch with none of them, and logs the extra generation rounds. Every sample continues a prefix
+of its prompt's reference answer (Prefix-RFT's prefix sampling, share 1): vLLM generates from prompt +
+prefix, and the rewards score prefix + continuation."""
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -27,7 +30,9 @@ def test_dynamic_sampling_fills_full_batches_without_zero_variance_groups(tmp_pa
         [RLFT, "train", "stages=[{kind: rl, steps: 3}]", "rollout.prompts_per_step=6", "rollout.group_size=4",
          "algo.dynamic_sampling.enabled=true", "algo.dynamic_sampling.max_extra_rounds=8",
          "curriculum.name=learnability", "reward.functions=[{path: ./my_rewards.py:half_constant}]",
-         "evaluation.num_prompts=4", "evaluation.pass_k=0", "cluster.dashboard=false", "--run-dir", str(run_dir)],
+         "evaluation.num_prompts=4", "evaluation.pass_k=0", "cluster.dashboard=false",
+         "algo.guidance={name: prefix, params: {share: 1.0, min_fraction: 0.5, max_fraction: 0.9, anneal: none}}",
+         "logging.sample_every=1", "logging.samples_per_step=24", "--run-dir", str(run_dir)],
         capture_output=True, text=True, timeout=900, cwd=tmp_path,
     )
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
@@ -41,3 +46,10 @@ def test_dynamic_sampling_fills_full_batches_without_zero_variance_groups(tmp_pa
     assert sum(r["sampling/rounds"] for r in steps) > 3
     assert all(r["sampling/zero_variance_fraction"] > 0 for r in steps if r["sampling/rounds"] > 1)
     assert all(r["curriculum/seen"] > 0 for r in steps)  # the learnability sampler observed the groups
+    # each sample continued 1-3 tokens of its reference answer (1-3 digits), masked out of the loss
+    assert all(r["prefix/samples"] == 24 and 1 <= r["prefix/tokens_mean"] <= 3 for r in steps)
+    samples = [json.loads(line) for line in (run_dir / "samples.jsonl").read_text().splitlines()]
+    assert len(samples) == 72
+    for s in samples:
+        a, b = map(int, re.search(r"(\d+)\+(\d+)=", s["prompt"]).groups())
+        assert s["completion"].startswith(str(a + b)[: s["demo_tokens"]]), s
