@@ -145,13 +145,23 @@ def generate(
 
 
 def _record(a: int, b: int) -> Record:
+    return addition_record(NAME, a, b)
+
+
+def addition_record(task: str, a: int, b: int) -> Record:
+    """The record of ``a + b`` for an addition task: ``prompt_id`` ``<task>:<a>+<b>``, the prompt,
+    the sum as the answer, and metadata (category carry / no_carry, difficulty = carries, digits).
+
+    >>> addition_record("arithmetic", 15, 36).metadata
+    {'task': 'arithmetic', 'category': 'carry', 'difficulty': 1, 'digits': 2}
+    """
     carries = count_carries(a, b)
     return Record(
-        prompt_id=f"{NAME}:{a}+{b}",
+        prompt_id=f"{task}:{a}+{b}",
         prompt=make_prompt(a, b),
         answer=str(a + b),
         metadata={
-            "task": NAME,
+            "task": task,
             "category": "carry" if carries else "no_carry",
             "difficulty": carries,
             "digits": max(len(str(a)), len(str(b))),

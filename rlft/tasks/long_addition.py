@@ -60,7 +60,8 @@ import zlib
 from typing import Literal
 
 from rlft.data.record import Record
-from rlft.tasks.arithmetic import count_carries, extract_answer as _first_line
+from rlft.tasks.arithmetic import addition_record, make_prompt
+from rlft.tasks.arithmetic import extract_answer as _first_line
 
 NAME = "long_addition"
 SPLITS = ("train", "eval", "hard", "hard_eval")
@@ -77,15 +78,6 @@ MARKER = ";"
 """Separates the worked steps from the final answer."""
 
 Split = Literal["train", "eval", "hard", "hard_eval"]
-
-
-def make_prompt(a: int, b: int) -> str:
-    """The prompt text for ``a + b``, as ``arithmetic`` writes it.
-
-    >>> make_prompt(347, 85)
-    '347+85='
-    """
-    return f"{a}+{b}="
 
 
 def _num_digits(x: int) -> int:
@@ -192,18 +184,7 @@ def generate(split: Split = "train", n: int | None = None, *, seed: int = 0) -> 
 
 
 def _record(a: int, b: int) -> Record:
-    carries = count_carries(a, b)
-    return Record(
-        prompt_id=f"{NAME}:{a}+{b}",
-        prompt=make_prompt(a, b),
-        answer=str(a + b),
-        metadata={
-            "task": NAME,
-            "category": "carry" if carries else "no_carry",
-            "difficulty": carries,
-            "digits": max(_num_digits(a), _num_digits(b)),
-        },
-    )
+    return addition_record(NAME, a, b)
 
 
 def operands(record: Record) -> tuple[int, int]:
