@@ -13,6 +13,7 @@ from rlft.data import load_records
 from rlft.data.record import Record
 from rlft.models.tiny import DEFAULT_CHARS, build_tokenizer
 from rlft.tasks import get_task
+from rlft.tasks.arithmetic import count_carries
 from rlft.tasks import long_addition as L
 from rewards.builtin import builtin_task
 
