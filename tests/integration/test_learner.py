@@ -199,13 +199,18 @@ def test_reference_kl_is_zero_at_the_start_and_positive_after_an_update(ray_sess
         assert group.call("get_version") == 2
 
 
-def test_sft_objectives_nll_dft_and_asft_anchored_to_the_frozen_reference(ray_session, tiny_model_dir):
-    """Each SFT step's loss is its objective's token mean over the log-probs the step started from;
-    ASFT's anchor is the reference copy the learner loads for it without a KL term."""
+def test_sft_objectives_and_demonstration_tokens_on_the_real_learner(ray_session, tiny_model_dir):
+    """One learner with mixed-policy guidance and an anchored SFT objective in the run:
+
+    * each SFT step's loss is its objective's token mean over the log-probs the step started from,
+      and ASFT's anchor is the reference copy the learner loads for it without a KL term;
+    * in an RL step a demonstration's tokens are trained through LUFFY's shaped weight plus the SFT
+      term, the sampled ones through the clipped ratio, and the engine mismatch metric reads the
+      sampled tokens only (a demonstration's rollout log-probs are 0 by convention)."""
     batch = TrainBatch([dataclasses.replace(s, loss_mask=None) for s in make_batch(6, seed=2).samples])
-    learner, algo = LearnerConfig(lr=1e-3), AlgoConfig()  # no KL term: the anchor alone loads the reference
     asft = SFTLossChoice(name="asft", params={"kl_coef": 0.5, "estimator": "k3"})
-    with Group(ray_session, tiny_model_dir, 1, learner, algo, anchor_reference=True) as group:
+    algo = AlgoConfig(guidance={"name": "mixed", "params": {"gamma": 0.1, "sft_coef": 0.5}})  # no KL term
+    with Group(ray_session, tiny_model_dir, 1, LearnerConfig(lr=1e-3), algo, anchor_reference=True) as group:
         ref = [torch.tensor(x) for x in group.call("compute_logprobs", batch.samples, reference=True)]
 
         def expected(kind: str) -> float:
@@ -228,25 +233,18 @@ def test_sft_objectives_nll_dft_and_asft_anchored_to_the_frozen_reference(ray_se
         after = group.call("compute_logprobs", batch.samples, reference=True)
         assert all(torch.equal(torch.tensor(a), r) for a, r in zip(after, ref))
 
-
-def test_demonstrations_in_the_batch_take_the_shaped_loss_and_stay_out_of_the_mismatch(ray_session, tiny_model_dir):
-    """Mixed-policy groups on the real learner: a demonstration's tokens are trained through LUFFY's
-    shaped weight plus the SFT term, the sampled ones through the clipped ratio; the engine mismatch
-    metric reads the sampled tokens only (a demonstration's rollout log-probs are 0 by convention)."""
-    base = [dataclasses.replace(s, loss_mask=None, policy_version=0) for s in make_batch(4, seed=3).samples]
-    batch = TrainBatch([*base[:2], *[dataclasses.replace(s, demo_tokens=len(s.completion_ids),
-                                                                           rollout_logprobs=[0.0] * len(s.completion_ids))
-                                     for s in base[2:]]])
-    algo = AlgoConfig(guidance={"name": "mixed", "params": {"gamma": 0.1, "sft_coef": 0.5}})
-    with Group(ray_session, tiny_model_dir, 1, LearnerConfig(lr=1e-3), algo) as group:
-        lps = [torch.tensor(x) for x in group.call("compute_logprobs", batch.samples)]
+        base = [dataclasses.replace(s, policy_version=5) for s in batch.samples[:4]]
+        mixed = TrainBatch([*base[:2], *[dataclasses.replace(s, demo_tokens=len(s.completion_ids),
+                                                             rollout_logprobs=[0.0] * len(s.completion_ids))
+                                         for s in base[2:]]])
+        lps = [torch.tensor(x) for x in group.call("compute_logprobs", mixed.samples)]
         per_token = []
-        for s, lp in zip(batch.samples, lps):
+        for s, lp in zip(mixed.samples, lps):
             adv = torch.tensor(s.advantages)
             per_token.append(-adv * lp.exp() / (lp.exp() + 0.1) - 0.5 * lp if s.demo_tokens else -adv)
-        metrics = group.train(batch)[0]
+        metrics = group.train(mixed)[0]
         assert metrics["loss"] == pytest.approx(float(torch.cat(per_token).mean()), rel=1e-5)
-        sampled = torch.cat([(lp - torch.tensor(s.rollout_logprobs)).abs() for s, lp in zip(batch.samples[:2], lps[:2])])
+        sampled = torch.cat([(lp - torch.tensor(s.rollout_logprobs)).abs() for s, lp in zip(mixed.samples[:2], lps[:2])])
         assert metrics["logprob_mismatch_mean"] == pytest.approx(float(sampled.mean()), rel=1e-4)
 
 
