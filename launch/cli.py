@@ -128,7 +128,7 @@ def cmd_check(args: argparse.Namespace) -> int:
                 prepared.rewards, samples, plugins=cfg.plugins, timeout_s=r.timeout_s, memory_mb=r.memory_mb,
                 sandbox=r.sandbox.model_dump(),
             )
-            print(f"# rewards called on {len(samples)} samples (reference answer and empty completion per row):")
+            print(f"# rewards called on {len(samples)} samples (reference completion and empty completion per row):")
             for rep in reports:
                 print(f"#   {rep.line()}")
                 failed_rewards |= bool(rep.errors)

@@ -48,6 +48,7 @@ class Prepared:
     notes: list[str]
     tokenizer: Any = None
     demonstration_texts: list[DemoText] = field(default_factory=list)  # the SFT examples' reference texts
+    solutions: list[str | None] = field(default_factory=list)  # each training prompt's reference completion
 
 
 def held_out_of(train_path: str) -> str:
@@ -136,8 +137,10 @@ def prepare(cfg: RunConfig, run_dir: Path) -> Prepared:
         sft = sft_examples(train_records, train_prompts, tokenizer, context_tokens=context)
         longest = max(len(x.prompt_ids) + len(x.completion_ids) for x in sft)
         notes.append(f"sft: {len(sft)} examples (prompt + reference completion), longest {longest} tokens")
-    texts = [demo_text(by_id[p.prompt_id].solution or "", tokenizer) for p in train_prompts] if sft else []
-    return Prepared(model_path, train_prompts, eval_prompts, sft, functions, judge_path, notes, tokenizer, texts)
+    solutions = [by_id[p.prompt_id].solution for p in train_prompts]
+    texts = [demo_text(x or "", tokenizer) for x in solutions] if sft else []
+    return Prepared(model_path, train_prompts, eval_prompts, sft, functions, judge_path, notes, tokenizer, texts,
+                    solutions)
 
 
 def demo_text(text: str, tokenizer: Any) -> DemoText:
@@ -165,10 +168,13 @@ def context_of(cfg: RunConfig, model_path: str) -> int | None:
 
 def check_samples(cfg: RunConfig, prepared: Prepared, rows: int = 4) -> list[Sample]:
     """Samples for ``rlft check``'s reward calls: the first ``rows`` training prompts, each with its
-    reference answer as the completion and with an empty completion."""
+    reference completion (the data's solution, e.g. a built-in task's worked one; else the bare
+    answer) as the completion, and with an empty completion."""
     samples = []
-    for prompt in prepared.train_prompts[:rows]:
-        for completion in (str(prompt.metadata.get("answer", "")), ""):
+    solutions = prepared.solutions or [None] * len(prepared.train_prompts)
+    for prompt, solution in list(zip(prepared.train_prompts, solutions))[:rows]:
+        reference = solution if solution else str(prompt.metadata.get("answer", ""))
+        for completion in (reference, ""):
             ids = prepared.tokenizer(completion, add_special_tokens=False)["input_ids"] if completion else []
             samples.append(
                 runtime_sample(

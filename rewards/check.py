@@ -106,8 +106,8 @@ def reference_warning(
     recognise a correct answer. None when some reference scores above 0, when no row has a reference
     answer, or when a reward was not called (a judge-served one may be the one that scores them).
 
-    Reference samples are those whose completion is the row's non-empty ``answer`` (what
-    ``rlft check`` sends: the reference and an empty completion per row).
+    Reference samples are the rows' non-empty completions (what ``rlft check`` sends: the reference
+    completion, or the bare answer, and an empty completion per row), of rows with an ``answer``.
 
     >>> fc = [RewardFunctionConfig(name="exact_match"), RewardFunctionConfig(name="regex_format", weight=0.5)]
     >>> rows = [Sample("1+1=", "2", {"answer": "2"}), Sample("1+1=", "", {"answer": "2"}),
@@ -115,7 +115,7 @@ def reference_warning(
     >>> reps = [RewardReport("exact_match", scores=[0.0, 0.0, 0.0, 0.0]),
     ...         RewardReport("regex_format", scores=[0.0, 1.0, 0.0, 1.0])]
     >>> print(reference_warning(fc, rows, reps))
-    the reference answers score 0 or less on all 2 checked rows (weighted total of exact_match, regex_format: at most 0): check that data.answer_field names the column of correct answers and that the reward recognises a correct answer (the check sends the bare reference answer as the completion)
+    the reference answers score 0 or less on all 2 checked rows (weighted total of exact_match, regex_format: at most 0): check that data.answer_field names the column of correct answers and that the reward recognises a correct answer (the check sends the reference completion, or the bare answer, as the completion)
     >>> reps[0].scores[2] = 1.0
     >>> reference_warning(fc, rows, reps) is None
     True
@@ -126,7 +126,7 @@ def reference_warning(
     totals = []
     for i, sample in enumerate(samples):
         answer = sample.fields.get("answer")
-        if not isinstance(answer, str) or not answer or sample.completion != answer:
+        if not isinstance(answer, str) or not answer or not sample.completion:
             continue
         scores = [rep.scores[i] if i < len(rep.scores) else None for rep in reports]
         if all(s is not None for s in scores):
@@ -137,5 +137,6 @@ def reference_warning(
     return (
         f"the reference answers score 0 or less on all {len(totals)} checked rows (weighted total of {names}: "
         f"at most {max(totals):g}): check that data.answer_field names the column of correct answers and that "
-        "the reward recognises a correct answer (the check sends the bare reference answer as the completion)"
+        "the reward recognises a correct answer (the check sends the reference completion, or the bare answer, as the "
+        "completion)"
     )

@@ -5,6 +5,8 @@ tests/integration/test_rewards_foreign.py."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import asyncio
 import doctest
 import textwrap
@@ -337,3 +339,27 @@ def test_foreign_example_rewards():
     verl = fns["verl_score"]
     scores = [_call(verl.spec, "q", c, {**FIELDS, "answer": "42"}, verl.params) for c in completions]
     assert scores == [RewardResult(1.0, {"acc": 1.0}), RewardResult(0.1, {"acc": 0.0}), RewardResult(0.0, {"acc": 0.0})]
+
+
+def test_the_check_sends_a_rows_worked_solution_and_its_task_scores_it():
+    """A task whose answer must follow a worked solution (long_addition: ``...;432``) scores the
+    bare answer 0: the check sends the row's reference completion when it has one."""
+    from launch.train import Prepared, check_samples
+    from rlft.config import load_config
+    from rlft.data.prompts import prepare_prompts
+    from rlft.models.tiny import build_tokenizer
+    from rlft.tasks import get_task
+
+    task = get_task("long_addition")
+    records = [dataclasses.replace(r, solution=task.reference_completion(r)) for r in task.generate("hard", 2, seed=0)]
+    tokenizer = build_tokenizer()
+    prompts, _ = prepare_prompts(records, tokenizer)
+    prepared = Prepared("m", prompts, [], [], [], None, [], tokenizer, solutions=[r.solution for r in records])
+    samples = check_samples(load_config(), prepared)
+    assert [s.completion for s in samples] == [records[0].solution, "", records[1].solution, ""]
+    functions = [RewardFunctionConfig(name="builtin_task", params={"task": "long_addition"})]
+    scores = [task.score(s.completion, s.fields["answer"]) for s in samples]
+    assert scores == [1.0, 0.0, 1.0, 0.0]
+    assert reference_warning(functions, samples, [RewardReport(functions[0].key, scores=scores)]) is None
+    bare = check_samples(load_config(), dataclasses.replace(prepared, solutions=[]))
+    assert [s.completion for s in bare] == [records[0].answer, "", records[1].answer, ""]
