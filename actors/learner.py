@@ -38,7 +38,7 @@ import torch.distributed as dist
 from actors.data_parallel import DataParallelRank, StepTally
 from actors.distributed import DTYPES, fsdp2_shard, load_causal_lm, resolve_device
 from rlft.algorithms import KL_ESTIMATORS
-from rlft.algorithms.guidance import GUIDANCE, Mixed, Prefix
+from rlft.algorithms.guidance import Mixed, Prefix, guidance_settings
 from rlft.config import AlgoConfig, LearnerConfig, ModelConfig
 from rlft.config.stages import SFTLossChoice
 from rlft.micro_batches import (
@@ -162,7 +162,7 @@ class LearnerWorker(DataParallelRank):
             weight_decay=learner_cfg.weight_decay,
         )
         kl, guidance = algo_cfg.kl, algo_cfg.guidance
-        settings = GUIDANCE.get(guidance.name)(**guidance.params) if guidance is not None else None
+        settings = guidance_settings(guidance)
         mixed = settings if isinstance(settings, Mixed) else None  # demonstrations inside the groups (LUFFY)
         imitate = settings.imitation_coef if isinstance(settings, Prefix) and settings.prefix_tokens == "imitation" else 0.0
         self.objective = Objective(

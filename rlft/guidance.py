@@ -11,7 +11,8 @@ go into a buffer, and once the buffer holds ``batch_size`` of them one SFT step 
 demonstrations runs right before the step's RL update (``BatchBuilder.interleaved``), then RL goes
 on. The buffer is part of checkpoints; the SFT step is a policy version of its own.
 
->>> from rlft.collect import Collected, Prompts, StepInfo, SyncCollector, restart_metrics
+>>> from rlft.builders import OutcomeBuilder
+>>> from rlft.collect import Collected
 >>> from rlft.config import load_config
 >>> from rlft.types import Rollout, Scores, TrainSample
 >>> demos = [TrainSample([1], [10 + i], [1.0]) for i in range(4)]  # prompt i's reference solution
@@ -36,9 +37,9 @@ import random
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from rlft.algorithms.guidance import GUIDANCE, Mixed, Prefix, ReLIFT
+from rlft.algorithms.guidance import GUIDANCE, Mixed, Prefix, ReLIFT, guidance_settings
 from rlft.batching import rewards_by_group, usable
-from rlft.builders import BatchBuilder, OutcomeBuilder
+from rlft.builders import BatchBuilder
 from rlft.collect import Collected, Prompts, StepInfo, SyncCollector, restart_metrics
 from rlft.config import RunConfig, SFTLossChoice
 from rlft.roles import RewardScorer, RolloutEngine
@@ -107,7 +108,7 @@ def build_guidance(cfg: RunConfig, inner: BatchBuilder, demonstrations: Sequence
         if prompts is not None and len(demonstrations) != prompts:
             raise ValueError(f"algo.guidance '{g.name}': {len(demonstrations)} demonstrations for {prompts} "
                              "training prompts (one each, in order)")
-    settings = GUIDANCE.get(g.name)(**g.params)
+    settings = guidance_settings(g)
     return BUILDERS[type(settings)](inner, demonstrations, settings)
 
 
@@ -121,9 +122,6 @@ class MixedEngine:
 
     def __init__(self, engine: RolloutEngine, prompts: Sequence[Prompt], demonstrations: Sequence[TrainSample],
                  texts: Sequence[DemoText], per_group: int):
-        if len(texts) != len(demonstrations):
-            raise ValueError(f"{len(texts)} demonstration texts for {len(demonstrations)} demonstrations: the "
-                             "rewards score a demonstration by its text")
         self.engine, self.per_group = engine, per_group
         self.demos = {p.prompt_id: (d, t) for p, d, t in zip(prompts, demonstrations, texts)}
 
@@ -245,14 +243,13 @@ def guided_collector(cfg: RunConfig, engine: RolloutEngine, scorer: RewardScorer
                      demonstrations: Sequence[TrainSample], texts: Sequence[DemoText], **kw: Any) -> SyncCollector:
     """The synchronous collector of RL steps: with ``algo.guidance`` ``mixed`` its engine mixes
     demonstrations into the groups (``MixedEngine``), with ``prefix`` it is a ``PrefixCollector``."""
-    g = cfg.algo.guidance
-    settings = GUIDANCE.get(g.name)(**g.params) if g is not None else None
+    settings = guidance_settings(cfg.algo.guidance)
+    if isinstance(settings, (Mixed, Prefix)) and len(texts) != len(demonstrations):
+        raise ValueError(f"{len(texts)} demonstration texts for {len(demonstrations)} demonstrations: the "
+                         "rewards score a demonstration (or a prefix of one) by its text")
     if isinstance(settings, Mixed):
         engine = MixedEngine(engine, prompts.prompts, demonstrations, texts, settings.demos_per_group)
     if isinstance(settings, Prefix):
-        if len(texts) != len(demonstrations):
-            raise ValueError(f"{len(texts)} demonstration texts for {len(demonstrations)} demonstrations: the "
-                             "rewards score a prefixed sample by its text")
         return PrefixCollector(cfg, engine, scorer, prompts, demonstrations, texts, settings, **kw)
     return SyncCollector(cfg, engine, scorer, prompts, **kw)
 

@@ -41,24 +41,12 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import time
-from collections.abc import Callable, Hashable, Sequence
-from typing import Any
+from collections.abc import Hashable, Sequence
 
 from rlft.batching import outcome_advantages, usable
 from rlft.builders import BatchBuilder
-from rlft.collect import (
-    Collected,
-    Prompts,
-    StepInfo,
-    check_failures,
-    restart_metrics,
-    sampling_settings,
-    select,
-)
-from rlft.config import RunConfig
+from rlft.collect import Collected, StepInfo, SyncCollector, check_failures, restart_metrics, sampling_settings
 from rlft.config.stages import RFTConfig
-from rlft.roles import RewardScorer, RolloutEngine
 from rlft.timing import Phases
 from rlft.types import Rollout, Scores, TrainBatch, TrainSample
 
@@ -174,8 +162,9 @@ def accepts(total: float | None, threshold: float) -> bool:
     return usable(total) and total >= threshold  # type: ignore[operator]
 
 
-class RFTCollector:
-    """Collects an RFT step (``Collector``): the policy's accepted, de-duplicated completions of
+class RFTCollector(SyncCollector):
+    """Collects an RFT step (a ``SyncCollector`` with another ``collect``; its construction,
+    generation hook and checkpoint state are the sync collector's): the policy's accepted, de-duplicated completions of
     ``rollout.prompts_per_step`` prompts, with the running stage's ``rft`` settings
     (``StepInfo.stage``; the defaults without one).
 
@@ -195,11 +184,6 @@ class RFTCollector:
     trained). A step where nothing is accepted trains on nothing (the driver skips its update).
     """
 
-    def __init__(self, cfg: RunConfig, engine: RolloutEngine, scorer: RewardScorer, prompts: Prompts,
-                 *, clock: Callable[[], float] = time.perf_counter):
-        self.cfg, self.engine, self.scorer, self.prompts, self.clock = cfg, engine, scorer, prompts, clock
-        self.drawn: dict[int, list[int]] = {}  # resumed from a pipelined checkpoint: drawn, not trained
-
     def collect(self, at: StepInfo) -> Collected:
         cfg = self.cfg
         rft = at.stage.rft_settings if at.stage is not None else RFTConfig()
@@ -218,7 +202,7 @@ class RFTCollector:
             if rounds:  # as SyncCollector's extra rounds: the same step, fresh samples
                 settings = dataclasses.replace(settings, seed=(settings.seed or 0) + 1_000_003 * 7919 * rounds)
             with phases("time/generate"):
-                rollouts = self.engine.generate([prompts[g] for g in active], settings)
+                rollouts = self.generate(at, [prompts[g] for g in active], settings)
             with phases("time/reward"):
                 scores = Scores.of(self.scorer.score(rollouts))
                 check_failures(scores, at.step, cfg.reward.max_failure_rate)
@@ -263,14 +247,6 @@ class RFTCollector:
         keep = set(chosen)
         return Collected(list(indices), pool, scores, [1.0 if p in keep else None for p in range(len(pool))],
                          metrics, phases.timings, [p.prompt_id for p in prompts])
-
-    def state_dict(self) -> list[dict[str, Any]]:
-        return [{"step": s, "indices": list(i), "observed": []} for s, i in sorted(self.drawn.items())]
-
-    def load_state_dict(self, state: list[dict[str, Any]]) -> None:
-        """Prompts a pipelined run drew for steps it had not trained: trained on, not drawn again."""
-        self.drawn = {int(t["step"]): list(t["indices"]) for t in state}
-
 
 class ImitationBuilder(BatchBuilder):
     """The kept completions as demonstrations: each one a sample with weight 1 on every

@@ -17,7 +17,7 @@ method's settings, checked when the config loads. ``rlft.guidance`` builds the b
 Policy shaping: a demonstration token the policy gives probability 0.5, advantage 1, gamma 0.1:
 ``f(p) = 0.5 / 0.6``, and the gradient through ``log p`` is ``-A * gamma * p / (p + gamma)**2``.
 
->>> import math
+>>> import math, torch
 >>> lp = torch.tensor([[math.log(0.5)]], requires_grad=True)
 >>> loss = shaped_demo_loss(lp, torch.ones(1, 1), gamma=0.1)
 >>> loss.backward()
@@ -40,7 +40,6 @@ from typing import Annotated, Any, Callable
 import math
 from typing import Literal
 
-import torch
 from annotated_types import Ge, Gt, Le
 from torch import Tensor
 
@@ -131,4 +130,14 @@ def prefix(*, share: Annotated[float, Ge(0), Le(1)] = 0.5, min_fraction: Annotat
     return Prefix(share, min_fraction, max_fraction, anneal, prefix_tokens, imitation_coef)
 
 
-__all__ = ["GUIDANCE", "Mixed", "Prefix", "ReLIFT", "mixed", "prefix", "relift", "shaped_demo_loss"]
+def guidance_settings(choice: Any) -> Any:
+    """The settings of a ``{name, params}`` guidance choice (``algo.guidance``); None for None.
+
+    >>> guidance_settings(None), type(guidance_settings(type("C", (), {"name": "mixed", "params": {}}))).__name__
+    (None, 'Mixed')
+    """
+    return None if choice is None else GUIDANCE.get(choice.name)(**choice.params)
+
+
+__all__ = ["GUIDANCE", "Mixed", "Prefix", "ReLIFT", "guidance_settings", "mixed", "prefix", "relift",
+           "shaped_demo_loss"]

@@ -19,7 +19,7 @@ tokens (the learner's frozen reference copy, ``model.path``); the others get Non
 
 Golden values: a token the policy gives probability 0.5 and the reference 0.25:
 
->>> import math
+>>> import math, torch
 >>> lp, ref = torch.tensor([[math.log(0.5)]]), torch.tensor([[math.log(0.25)]])
 >>> [round(SFT_LOSSES.get(n)(lp, ref).item(), 4) for n in ("nll", "dft", "asft")]
 [0.6931, 0.3466, 0.3562]
@@ -31,7 +31,6 @@ from __future__ import annotations
 
 from typing import Callable
 
-import torch
 from torch import Tensor
 
 from rlft.algorithms.kl import KL_ESTIMATORS

@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 
 from rlft.algorithms import ADVANTAGES, KL_ESTIMATORS, POLICY_LOSSES, AggregationMode
-from rlft.algorithms.guidance import GUIDANCE
+from rlft.algorithms.guidance import GUIDANCE, guidance_settings
 from rlft.config.base import Choice, NonNegative, Positive, Section
 from rlft.curriculum import SAMPLERS
 
@@ -101,7 +101,7 @@ class GuidanceChoice(Choice):
 
     @model_validator(mode="after")
     def _settings(self) -> GuidanceChoice:
-        GUIDANCE.get(self.name)(**self.params)  # the method's own checks (e.g. its SFT objective's name)
+        guidance_settings(self)  # the method's own checks (e.g. its SFT objective's name)
         return self
 
 

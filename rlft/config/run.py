@@ -79,7 +79,7 @@ class RunConfig(Section):
     @property
     def anchors_to_reference(self) -> bool:
         """Whether an SFT objective of the run (ASFT) reads the reference model's log-probs."""
-        return any(needs_reference(stage.objective.name) for stage in self.stages if stage.kind != "rl")
+        return any(needs_reference(stage.objective.name) for stage in self.stages)  # an RL stage's is nll
 
     @property
     def needs_demonstrations(self) -> bool:

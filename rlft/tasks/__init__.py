@@ -35,6 +35,11 @@ class Task:
     reference_completion: Callable[[Record], str]  # SFT target text, without EOS
     score: Callable[[str, str], float]  # (completion, answer) -> reward in [0, 1]
 
+    @classmethod
+    def of(cls, module: Any) -> Task:
+        """The task a module defines by the contract's names (``NAME``, ``SPLITS``, ``generate``, ...)."""
+        return cls(module.NAME, tuple(module.SPLITS), module.generate, module.reference_completion, module.score)
+
 
 TASKS: Registry = Registry("built-in task")
 """Built-in tasks by name: each entry builds its ``Task`` (its keyword-only arguments are the task's
@@ -43,24 +48,12 @@ params, checked like every registry's)."""
 
 @TASKS.register(arithmetic.NAME)
 def _arithmetic() -> Task:
-    return Task(
-        name=arithmetic.NAME,
-        splits=arithmetic.SPLITS,
-        generate=arithmetic.generate,
-        reference_completion=arithmetic.reference_completion,
-        score=arithmetic.score,
-    )
+    return Task.of(arithmetic)
 
 
 @TASKS.register(long_addition.NAME)
 def _long_addition() -> Task:
-    return Task(
-        name=long_addition.NAME,
-        splits=long_addition.SPLITS,
-        generate=long_addition.generate,
-        reference_completion=long_addition.reference_completion,
-        score=long_addition.score,
-    )
+    return Task.of(long_addition)
 
 
 def get_task(name: str, **params: Any) -> Task:

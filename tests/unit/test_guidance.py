@@ -94,7 +94,7 @@ def test_mixed_groups_refuse_what_they_cannot_do(overrides, message):
 
 
 def test_demonstrations_need_their_texts():
-    with pytest.raises(ValueError, match="the rewards score a demonstration by its text"):
+    with pytest.raises(ValueError, match="the rewards score a demonstration"):
         cfg = load_config(overrides=["algo.guidance={name: mixed}"])
         build_driver(cfg, engine=None, scorer=None, learner=None, weights=None, train_prompts=[Prompt("p", [1])],
                      sft_examples=[TrainSample([1], [2], [1.0])])
